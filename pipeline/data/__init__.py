@@ -1,0 +1,1 @@
+"""Datasets as Arrow shards: the format, the sources that feed it, the ingest engine, the reader."""

@@ -1,0 +1,10 @@
+"""The one user-facing error type.
+
+Anything a user can fix (a missing path, a corrupt source, an unknown option value) is raised
+as a `PipelineError` whose message is one line saying what is wrong and what to do. The command
+line prints that line and exits with status 1; everything else is a bug and keeps its traceback.
+"""
+
+
+class PipelineError(Exception):
+    """A problem the user can fix; its message is shown as is, on one line."""

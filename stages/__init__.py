@@ -1,0 +1,1 @@
+"""The command line: thin Typer stages over the `pipeline` library."""

@@ -1,0 +1,25 @@
+"""The root `pipeline` command: one Typer app, each stage adds its commands."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import ingest
+
+app = typer.Typer(
+    name="pipeline",
+    help="A distributed experiment pipeline for GANs: ingest datasets into Arrow shards, "
+    "train and sweep GANs with Ray, compare runs in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(ingest.app, name="ingest")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""What every stage shares: the error boundary, option types, progress bars and summaries.
+
+Heavy imports (pyarrow, torch, ray, mlflow) stay inside functions so `pipeline --help` is fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import PipelineError
+
+
+def fail(message: str) -> None:
+    """Print one line on stderr and exit with status 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def cli_errors(fn):
+    """Turn a `PipelineError` (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            fail(" ".join(str(exc).split()))
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished shards are kept; rerun the same command to resume",
+                       err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# -- options shared by the ingest commands -------------------------------------------------
+
+Out = Annotated[Path | None, typer.Option(
+    "--out", help="Dataset folder to write. Default: <data dir>/<source>-<size>.")]
+Size = Annotated[int, typer.Option("--size", help="Output image side in pixels.")]
+Encoding = Annotated[str, typer.Option(
+    "--encoding", help="raw (uint8 pixels, fastest to read) | png | jpeg | webp.")]
+Quality = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality for --encoding jpeg|webp.")]
+Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes; 0 = all cores.")]
+Limit = Annotated[int | None, typer.Option("--limit", help="Ingest at most N records per split.")]
+MaxBad = Annotated[float, typer.Option(
+    "--max-bad", help="Fail when more records are undecodable: a fraction (<1) or a count.")]
+ShardRows = Annotated[int, typer.Option(
+    "--shard-rows", help="Source records per shard; 0 = about 128 MiB of pixels per shard.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a different dataset already in --out.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
+
+
+def ingest_options(**values):
+    from pipeline.config import from_dict
+    from pipeline.data.ingest import IngestOptions
+
+    values["out"] = str(values["out"]) if values.get("out") is not None else None
+    return from_dict(IngestOptions, values)
+
+
+def run_ingest(source_factory, options, dry_run: bool, source_config: dict) -> None:
+    """Build the source, run the ingest with a progress bar, print the summary."""
+    from pipeline.config import to_dict
+
+    if dry_run:
+        import yaml
+
+        typer.echo(yaml.safe_dump({"source": source_config, "options": to_dict(options)},
+                                   sort_keys=False).rstrip())
+        return
+    from pipeline.data.ingest import ingest
+
+    source = source_factory()
+    with RichProgress() as progress:
+        result = ingest(source, options, progress=progress)
+    print_summary(result)
+
+
+class RichProgress:
+    """The engine's `Progress` drawn as a Rich bar with images/s and ETA, on stderr."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task):
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="cyan")
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                             console=Console(stderr=True), transient=False)
+        self._bar.__enter__()
+        self._task = None
+        return self
+
+    def start(self, description: str, total: int, completed: int) -> None:
+        self._task = self._bar.add_task(description, total=total, completed=completed)
+
+    def advance(self, n: int) -> None:
+        self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
+
+
+def print_summary(result) -> None:
+    """Rows per split, skipped records with reasons, notes, bytes and time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    manifest = result.manifest
+    console = Console()
+    if result.up_to_date:
+        console.print(f"{result.path} is up to date (same source and options); nothing to do.")
+    table = Table(title=f"{manifest['name']}  ({result.path})")
+    for column in ("split", "rows", "skipped", "shards"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split, info in manifest["splits"].items():
+        table.add_row(split, f"{info['rows']:,}", f"{info['skipped']:,}", str(len(info["shards"])))
+    console.print(table)
+    image = manifest["image"]
+    timings = manifest.get("timings", {})
+    console.print(
+        f"{image['width']}x{image['height']}x{image['channels']} {image['encoding']}, "
+        f"{manifest['bytes'] / 2**20:,.1f} MiB, {timings.get('images_per_s', 0):,.0f} img/s with "
+        f"{timings.get('workers', '?')} worker(s)"
+        + (f", {result.resumed_shards} shard(s) kept from an earlier run" if result.resumed_shards else "")
+        + (f", {result.seconds:.1f} s" if result.seconds else "")
+    )
+    skipped = manifest["skipped"]
+    if skipped["total"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped["reasons"].items())
+        console.print(f"[yellow]skipped {skipped['total']} bad record(s): {reasons}[/yellow]")
+        for record in skipped["records"][:5]:
+            console.print(f"  [yellow]{record['split']}/{record['key']}: {record['reason']}[/yellow]")
+        if skipped["total"] > 5:
+            console.print(f"  ... all {skipped['total']} listed in {result.path}/manifest.json")
+    for note in manifest.get("notes", []):
+        console.print(f"[yellow]note: {note}[/yellow]")
+
+
+def echo_err(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import ingest
+from stages import datasets, ingest
 
 app = typer.Typer(
     name="pipeline",
@@ -15,6 +15,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(ingest.app, name="ingest")
+app.add_typer(datasets.app, name="datasets")
 
 
 def main() -> None:

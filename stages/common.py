@@ -110,8 +110,11 @@ class RichProgress:
     def advance(self, n: int) -> None:
         self._bar.advance(self._task, n)
 
-    def __exit__(self, *exc):
-        return self._bar.__exit__(*exc)
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self._task is not None:
+            # A failed ingest ends with its one error line only, not a half-drawn bar.
+            self._bar.update(self._task, visible=False)
+        return self._bar.__exit__(exc_type, exc, tb)
 
 
 def print_summary(result) -> None:

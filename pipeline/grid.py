@@ -1,0 +1,65 @@
+"""Image grids: samples laid out in rows, optionally captioned (torchvision is not available).
+
+Used by `pipeline datasets show --grid` (real samples with their labels) and by training for
+fixed-noise sample grids. Tiles are enlarged with nearest-neighbour so that 32 px images stay
+crisp and captions stay legible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, scale: int = 1,
+              captions: Sequence[str] | None = None, background: int = 255) -> Image.Image:
+    """Lay out uint8 images (N, H, W, C) in rows of `nrow`; captions go under each tile."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, C), got {images.dtype} "
+                         f"{images.shape}")
+    n, h, w, c = images.shape
+    if c == 1:
+        images = np.repeat(images, 3, axis=3)
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+        h, w = h * scale, w * scale
+    cols = max(1, min(nrow, n))
+    rows = max(1, math.ceil(n / cols))
+    font = _font(max(9, min(14, w // 8))) if captions else None
+    lines = max((len(t.split("\n")) for t in captions), default=0) if captions else 0
+    caption_h = (font.size + 2) * lines + 2 if captions else 0
+    cell_w, cell_h = w + padding, h + caption_h + padding
+    canvas = Image.new("RGB", (cols * cell_w + padding, rows * cell_h + padding),
+                       (background,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        x = padding + (i % cols) * cell_w
+        y = padding + (i // cols) * cell_h
+        canvas.paste(Image.fromarray(images[i]), (x, y))
+        if captions:
+            draw.multiline_text((x + 1, y + h + 1), _fit(captions[i], draw, font, w), fill=(0, 0, 0),
+                                font=font, spacing=2)
+    return canvas
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow built without FreeType: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
+    """Cut each caption line to the tile width, marking the cut with '…'."""
+    fitted = []
+    for line in text.split("\n"):
+        if draw.textlength(line, font=font) > width:
+            while line and draw.textlength(line + "…", font=font) > width:
+                line = line[:-1]
+            line += "…"
+        fitted.append(line)
+    return "\n".join(fitted)

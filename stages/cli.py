@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, ingest
+from stages import datasets, ingest, quickstart
 
 app = typer.Typer(
     name="pipeline",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
+app.command("quickstart")(quickstart.quickstart)
 
 
 def main() -> None:

@@ -14,13 +14,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, scale: int = 1,
-              captions: Sequence[str] | None = None, background: int = 255) -> Image.Image:
+def make_grid(
+    images: np.ndarray,
+    nrow: int = 8,
+    padding: int = 2,
+    scale: int = 1,
+    captions: Sequence[str] | None = None,
+    background: int = 255,
+) -> Image.Image:
     """Lay out uint8 images (N, H, W, C) in rows of `nrow`; captions go under each tile."""
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, H, W, C), got {images.dtype} "
-                         f"{images.shape}")
+        raise ValueError(
+            f"expected uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}"
+        )
     n, h, w, c = images.shape
     if c == 1:
         images = np.repeat(images, 3, axis=3)
@@ -33,16 +40,20 @@ def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, scale: int = 
     lines = max((len(t.split("\n")) for t in captions), default=0) if captions else 0
     caption_h = (font.size + 2) * lines + 2 if captions else 0
     cell_w, cell_h = w + padding, h + caption_h + padding
-    canvas = Image.new("RGB", (cols * cell_w + padding, rows * cell_h + padding),
-                       (background,) * 3)
+    canvas = Image.new("RGB", (cols * cell_w + padding, rows * cell_h + padding), (background,) * 3)
     draw = ImageDraw.Draw(canvas)
     for i in range(n):
         x = padding + (i % cols) * cell_w
         y = padding + (i // cols) * cell_h
         canvas.paste(Image.fromarray(images[i]), (x, y))
         if captions:
-            draw.multiline_text((x + 1, y + h + 1), _fit(captions[i], draw, font, w), fill=(0, 0, 0),
-                                font=font, spacing=2)
+            draw.multiline_text(
+                (x + 1, y + h + 1),
+                _fit(captions[i], draw, font, w),
+                fill=(0, 0, 0),
+                font=font,
+                spacing=2,
+            )
     return canvas
 
 

@@ -17,7 +17,7 @@ from pipeline.data.ingest import IngestOptions, IngestResult, ingest
 @dataclass(frozen=True)
 class QuickstartConfig:
     data: str | None = None  # where the datasets go (default: the data dir)
-    images: int = 400        # drawn images per demo source
+    images: int = 400  # drawn images per demo source
     size: int = 64
     workers: int = 0
     seed: int = 0
@@ -35,7 +35,7 @@ def quickstart(config: QuickstartConfig, progress_factory=None) -> QuickstartRes
     from pipeline.config import ConfigError
     from pipeline.data import demo
     from pipeline.data.catalog import sample_grid
-    from pipeline.data.sources.celeba import CelebASource
+    from pipeline.data.sources.celeba import CelebaSource
     from pipeline.data.sources.lsun import LsunSource
     from pipeline.settings import data_dir
 
@@ -51,12 +51,13 @@ def quickstart(config: QuickstartConfig, progress_factory=None) -> QuickstartRes
 
     result = QuickstartResult(sources={"celeba": celeba_root, "lsun-bedroom": lsun_path})
     jobs = [
-        ("demo-celeba", CelebASource(celeba_root, size=config.size)),
+        ("demo-celeba", CelebaSource(celeba_root, size=config.size)),
         ("demo-lsun-bedroom", LsunSource("bedroom", lsun_path, size=config.size)),
     ]
     for name, source in jobs:
-        options = IngestOptions(out=str(root / f"{name}-{config.size}"), size=config.size,
-                                workers=config.workers)
+        options = IngestOptions(
+            out=str(root / f"{name}-{config.size}"), size=config.size, workers=config.workers
+        )
         if progress_factory is None:
             result.datasets.append(ingest(source, options))
         else:
@@ -64,6 +65,7 @@ def quickstart(config: QuickstartConfig, progress_factory=None) -> QuickstartRes
                 result.datasets.append(ingest(source, options, progress=progress))
     grids = root / "demo-grids"
     for dataset in result.datasets:
-        result.grids.append(sample_grid(dataset.path, grids / f"{dataset.path.name}.png", n=32,
-                                        seed=config.seed))
+        result.grids.append(
+            sample_grid(dataset.path, grids / f"{dataset.path.name}.png", n=32, seed=config.seed)
+        )
     return result

@@ -31,8 +31,9 @@ def cli_errors(fn):
         except PipelineError as exc:
             fail(" ".join(str(exc).split()))
         except KeyboardInterrupt:
-            typer.echo("interrupted: finished shards are kept; rerun the same command to resume",
-                       err=True)
+            typer.echo(
+                "interrupted: finished shards are kept; rerun the same command to resume", err=True
+            )
             raise typer.Exit(130) from None
 
     return wrapper
@@ -40,20 +41,34 @@ def cli_errors(fn):
 
 # -- options shared by the ingest commands -------------------------------------------------
 
-Out = Annotated[Path | None, typer.Option(
-    "--out", help="Dataset folder to write. Default: <data dir>/<source>-<size>.")]
+Out = Annotated[
+    Path | None,
+    typer.Option("--out", help="Dataset folder to write. Default: <data dir>/<source>-<size>."),
+]
 Size = Annotated[int, typer.Option("--size", help="Output image side in pixels.")]
-Encoding = Annotated[str, typer.Option(
-    "--encoding", help="raw (uint8 pixels, fastest to read) | png | jpeg | webp.")]
-Quality = Annotated[int, typer.Option("--quality", help="JPEG/WebP quality for --encoding jpeg|webp.")]
+Encoding = Annotated[
+    str, typer.Option("--encoding", help="raw (uint8 pixels, fastest to read) | png | jpeg | webp.")
+]
+Quality = Annotated[
+    int, typer.Option("--quality", help="JPEG/WebP quality for --encoding jpeg|webp.")
+]
 Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes; 0 = all cores.")]
 Limit = Annotated[int | None, typer.Option("--limit", help="Ingest at most N records per split.")]
-MaxBad = Annotated[float, typer.Option(
-    "--max-bad", help="Fail when more records are undecodable: a fraction (<1) or a count.")]
-ShardRows = Annotated[int, typer.Option(
-    "--shard-rows", help="Source records per shard; 0 = about 128 MiB of pixels per shard.")]
-Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace a different dataset already in --out.")]
+MaxBad = Annotated[
+    float,
+    typer.Option(
+        "--max-bad", help="Fail when more records are undecodable: a fraction (<1) or a count."
+    ),
+]
+ShardRows = Annotated[
+    int,
+    typer.Option(
+        "--shard-rows", help="Source records per shard; 0 = about 128 MiB of pixels per shard."
+    ),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace a different dataset already in --out.")
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
 
 
@@ -72,8 +87,11 @@ def run_ingest(source_factory, options, dry_run: bool, source_config: dict) -> N
     if dry_run:
         import yaml
 
-        typer.echo(yaml.safe_dump({"source": source_config, "options": to_dict(options)},
-                                   sort_keys=False).rstrip())
+        typer.echo(
+            yaml.safe_dump(
+                {"source": source_config, "options": to_dict(options)}, sort_keys=False
+            ).rstrip()
+        )
         return
     from pipeline.data.ingest import ingest
 
@@ -88,8 +106,15 @@ class RichProgress:
 
     def __enter__(self):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.text import Text
 
         class Rate(ProgressColumn):
@@ -97,9 +122,17 @@ class RichProgress:
                 speed = task.finished_speed or task.speed
                 return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="cyan")
 
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=False)
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            Rate(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._bar.__enter__()
         self._task = None
         return self
@@ -138,7 +171,11 @@ def print_summary(result) -> None:
         f"{image['width']}x{image['height']}x{image['channels']} {image['encoding']}, "
         f"{manifest['bytes'] / 2**20:,.1f} MiB, {timings.get('images_per_s', 0):,.0f} img/s with "
         f"{timings.get('workers', '?')} worker(s)"
-        + (f", {result.resumed_shards} shard(s) kept from an earlier run" if result.resumed_shards else "")
+        + (
+            f", {result.resumed_shards} shard(s) kept from an earlier run"
+            if result.resumed_shards
+            else ""
+        )
         + (f", {result.seconds:.1f} s" if result.seconds else "")
     )
     skipped = manifest["skipped"]
@@ -146,7 +183,9 @@ def print_summary(result) -> None:
         reasons = ", ".join(f"{n} {reason}" for reason, n in skipped["reasons"].items())
         console.print(f"[yellow]skipped {skipped['total']} bad record(s): {reasons}[/yellow]")
         for record in skipped["records"][:5]:
-            console.print(f"  [yellow]{record['split']}/{record['key']}: {record['reason']}[/yellow]")
+            console.print(
+                f"  [yellow]{record['split']}/{record['key']}: {record['reason']}[/yellow]"
+            )
         if skipped["total"] > 5:
             console.print(f"  ... all {skipped['total']} listed in {result.path}/manifest.json")
     for note in manifest.get("notes", []):

@@ -15,8 +15,12 @@ app = typer.Typer(help="List and inspect ingested datasets.", no_args_is_help=Tr
 @app.command("list")
 @cli_errors
 def list_cmd(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Folder to scan. Default: the data dir ($PIPELINE_DATA or ./data).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Folder to scan. Default: the data dir ($PIPELINE_DATA or ./data)."
+        ),
+    ] = None,
 ) -> None:
     """The datasets under the data dir, as a table."""
     from rich.console import Console
@@ -29,15 +33,24 @@ def list_cmd(
     entries = scan(root)
     console = Console()
     if not entries:
-        console.print(f"no datasets under {root} (make one with `pipeline ingest ...` or "
-                      "`pipeline quickstart`)")
+        console.print(
+            f"no datasets under {root} (make one with `pipeline ingest ...` or "
+            "`pipeline quickstart`)"
+        )
         return
     table = Table(title=f"datasets in {root}")
     for column in ("name", "source", "image", "splits", "labels", "MiB", "status"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry.name, entry.source, entry.image, entry.splits, entry.labels,
-                      entry.mib, entry.status)
+        table.add_row(
+            entry.name,
+            entry.source,
+            entry.image,
+            entry.splits,
+            entry.labels,
+            entry.mib,
+            entry.status,
+        )
     console.print(table)
 
 
@@ -45,8 +58,10 @@ def list_cmd(
 @cli_errors
 def show(
     dataset: Annotated[str, typer.Argument(help="Dataset name under the data dir, or its path.")],
-    grid: Annotated[Path | None, typer.Option(
-        "--grid", help="Write a PNG grid of random samples with their labels.")] = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option("--grid", help="Write a PNG grid of random samples with their labels."),
+    ] = None,
     n: Annotated[int, typer.Option("--n", help="Samples in the grid.")] = 64,
     split: Annotated[str, typer.Option("--split", help="Split to sample from.")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random choice.")] = 0,

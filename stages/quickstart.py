@@ -12,8 +12,12 @@ from stages.common import RichProgress, Workers, cli_errors, print_summary
 
 @cli_errors
 def quickstart(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Where datasets go. Default: the data dir ($PIPELINE_DATA or ./data).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Where datasets go. Default: the data dir ($PIPELINE_DATA or ./data)."
+        ),
+    ] = None,
     images: Annotated[int, typer.Option("--images", help="Images drawn per demo source.")] = 400,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
     workers: Workers = 0,
@@ -26,8 +30,16 @@ def quickstart(
     from pipeline.quickstart import QuickstartConfig
     from pipeline.quickstart import quickstart as run
 
-    config = from_dict(QuickstartConfig, {"data": str(data) if data else None, "images": images,
-                                          "size": size, "workers": workers, "seed": seed})
+    config = from_dict(
+        QuickstartConfig,
+        {
+            "data": str(data) if data else None,
+            "images": images,
+            "size": size,
+            "workers": workers,
+            "seed": seed,
+        },
+    )
     result = run(config, progress_factory=RichProgress)
     console = Console()
     for name, path in result.sources.items():
@@ -36,5 +48,6 @@ def quickstart(
         print_summary(dataset)
     for grid in result.grids:
         console.print(f"sample grid: {grid}")
-    console.print("next: `pipeline datasets list`, `pipeline datasets show demo-celeba-64 --grid "
-                  "faces.png`")
+    console.print(
+        "next: `pipeline datasets list`, `pipeline datasets show demo-celeba-64 --grid faces.png`"
+    )

@@ -15,8 +15,10 @@ def require_shared(*parts: str) -> Path:
     """The path under ../shared/datasets, or skip: a user's clone has no ../shared."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs the real dataset samples at {path} (present in the project's "
-                    "workspace and CI, absent in a plain clone)")
+        pytest.skip(
+            f"needs the real dataset samples at {path} (present in the project's "
+            "workspace and CI, absent in a plain clone)"
+        )
     return path
 
 
@@ -40,8 +42,9 @@ def lsun_lmdb(tmp_path_factory) -> Path:
     """An LSUN-format LMDB of 200 real CelebA photos (re-encoded as LSUN ships them) plus
     three broken records: not an image, a truncated JPEG, an empty value."""
     require_shared("celeba")
-    return lsun_lmdb_from_celeba(tmp_path_factory.mktemp("lsun") / "bedroom_train_lmdb", 200,
-                                 broken=True)
+    return lsun_lmdb_from_celeba(
+        tmp_path_factory.mktemp("lsun") / "bedroom_train_lmdb", 200, broken=True
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +65,11 @@ def cli():
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False,
-                             env={"COLUMNS": "200", **os.environ})
+        return runner.invoke(
+            app,
+            [str(a) for a in args],
+            catch_exceptions=False,
+            env={"COLUMNS": "200", **os.environ},
+        )
 
     return invoke

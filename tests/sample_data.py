@@ -21,8 +21,9 @@ def lsun_jpeg(path: Path) -> bytes:
     """A photo encoded the way LSUN ships it: short side 256, JPEG quality 75."""
     image = Image.open(path).convert("RGB")
     scale = 256 / min(image.size)
-    image = image.resize((round(image.width * scale), round(image.height * scale)),
-                         Image.Resampling.BICUBIC)
+    image = image.resize(
+        (round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=75)
     return buffer.getvalue()

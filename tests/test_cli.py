@@ -18,9 +18,11 @@ def test_help_lists_the_stages(cli):
 
 def test_help_imports_no_heavy_framework():
     """`pipeline --help` must stay fast: no torch, ray, mlflow (or pyarrow) at import."""
-    code = ("import sys; from stages.cli import app; "
-            "from typer.testing import CliRunner; CliRunner().invoke(app, ['ingest', '--help']); "
-            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pyarrow') if m in sys.modules))")
+    code = (
+        "import sys; from stages.cli import app; "
+        "from typer.testing import CliRunner; CliRunner().invoke(app, ['ingest', '--help']); "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pyarrow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -34,13 +34,16 @@ def test_yaml_plus_overrides(tmp_path):
     assert flatten(to_dict(config))["train.betas"] == [0.5, 0.999]
 
 
-@pytest.mark.parametrize("override, message", [
-    (["train.lr_d=1"], "unknown key train.lr_d"),
-    (["epochs=many"], "epochs must be an integer"),
-    (["model=gan"], "choose one of: dcgan, acgan"),
-    (["epochs"], "must look like key.sub=value"),
-    (["train.lr_g=true"], "train.lr_g must be a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["train.lr_d=1"], "unknown key train.lr_d"),
+        (["epochs=many"], "epochs must be an integer"),
+        (["model=gan"], "choose one of: dcgan, acgan"),
+        (["epochs"], "must look like key.sub=value"),
+        (["train.lr_g=true"], "train.lr_g must be a number"),
+    ],
+)
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load(Example, None, override)

@@ -75,8 +75,15 @@ def test_ingest_lsun_download_end_to_end(cli, tmp_path, celeba_root):
                 zf.write(file, f"bedroom_{split}_lmdb/{file.name}")
     data = Path(os.environ["PIPELINE_DATA"])
     with FileServer(served) as server:
-        result = cli("ingest", "lsun-bedroom", "--download", "--size", "16",
-                     "--url", server.url + "/{category}_{split}_lmdb.zip")
+        result = cli(
+            "ingest",
+            "lsun-bedroom",
+            "--download",
+            "--size",
+            "16",
+            "--url",
+            server.url + "/{category}_{split}_lmdb.zip",
+        )
     assert result.exit_code == 0, result.output
     assert (data / "lsun" / "bedroom_train_lmdb" / "data.mdb").is_file()
     assert not list((data / "lsun").glob("*.zip*"))

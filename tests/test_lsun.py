@@ -26,8 +26,10 @@ def read_plain(folder: Path) -> pa.Table:
 
 
 def shard_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.arrow"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.arrow"))
+    }
 
 
 def assert_one_line_error(result, *words: str) -> None:
@@ -42,8 +44,18 @@ def assert_one_line_error(result, *words: str) -> None:
 
 def test_ingests_every_good_record_and_lists_the_bad(cli, lsun_lmdb, tmp_path):
     out = tmp_path / "bedroom"
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "32",
-                 "--shard-rows", "64")
+    result = cli(
+        "ingest",
+        "lsun-bedroom",
+        "--lmdb",
+        lsun_lmdb,
+        "--out",
+        out,
+        "--size",
+        "32",
+        "--shard-rows",
+        "64",
+    )
     assert result.exit_code == 0, result.output
     table = read_plain(out / "train")
     assert table.num_rows == 200
@@ -70,9 +82,10 @@ def test_pixels_are_center_square_lanczos(lsun_lmdb, tmp_path):
     import numpy as np
     from PIL import Image
 
-    result = ingest(LsunSource("bedroom", lsun_lmdb, size=32),
-                    IngestOptions(out=str(tmp_path / "d"), size=32, workers=1, limit=5,
-                                  max_bad=10))
+    result = ingest(
+        LsunSource("bedroom", lsun_lmdb, size=32),
+        IngestOptions(out=str(tmp_path / "d"), size=32, workers=1, limit=5, max_bad=10),
+    )
     table = read_plain(result.path / "train")
     env = lmdb.open(str(lsun_lmdb), readonly=True, lock=False)
     with env.begin() as txn:
@@ -80,8 +93,9 @@ def test_pixels_are_center_square_lanczos(lsun_lmdb, tmp_path):
         photo = Image.open(io.BytesIO(txn.get(key.encode()))).convert("RGB")
     side = min(photo.size)
     left, top = (photo.width - side) // 2, (photo.height - side) // 2
-    expected = np.asarray(photo.crop((left, top, left + side, top + side))
-                          .resize((32, 32), Image.Resampling.LANCZOS))
+    expected = np.asarray(
+        photo.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS)
+    )
     got = np.frombuffer(table.column("image")[0].as_py(), np.uint8).reshape(32, 32, 3)
     assert np.array_equal(got, expected)
 
@@ -89,8 +103,10 @@ def test_pixels_are_center_square_lanczos(lsun_lmdb, tmp_path):
 def test_val_lmdb_becomes_val_split(tmp_path):
     train = lsun_lmdb_from_celeba(tmp_path / "bedroom_train_lmdb", 30)
     val = lsun_lmdb_from_celeba(tmp_path / "bedroom_val_lmdb", 10)
-    result = ingest(LsunSource("bedroom", train, val, size=32),
-                    IngestOptions(out=str(tmp_path / "d"), size=32, workers=1))
+    result = ingest(
+        LsunSource("bedroom", train, val, size=32),
+        IngestOptions(out=str(tmp_path / "d"), size=32, workers=1),
+    )
     assert {s: v["rows"] for s, v in result.manifest["splits"].items()} == {"train": 30, "val": 10}
 
 
@@ -107,13 +123,16 @@ def test_found_under_data_dir_or_says_how_to_get_it(cli, tmp_path, monkeypatch):
 
 
 def test_limit(lsun_lmdb, tmp_path):
-    result = ingest(LsunSource("bedroom", lsun_lmdb, size=16),
-                    IngestOptions(out=str(tmp_path / "d"), size=16, limit=7, workers=1, max_bad=10))
+    result = ingest(
+        LsunSource("bedroom", lsun_lmdb, size=16),
+        IngestOptions(out=str(tmp_path / "d"), size=16, limit=7, workers=1, max_bad=10),
+    )
     train = result.manifest["splits"]["train"]
     assert (train["records"], train["rows"], train["skipped"]) == (7, 6, 1)  # records, not rows
 
 
 # -- bad input: one line, non-zero exit, nothing half-written --------------------------------
+
 
 def test_missing_path(cli, tmp_path):
     result = cli("ingest", "lsun-bedroom", "--lmdb", tmp_path / "nope", "--out", tmp_path / "d")
@@ -123,7 +142,9 @@ def test_missing_path(cli, tmp_path):
 
 def test_folder_without_data_mdb(cli, tmp_path):
     (tmp_path / "empty_lmdb").mkdir()
-    result = cli("ingest", "lsun-bedroom", "--lmdb", tmp_path / "empty_lmdb", "--out", tmp_path / "d")
+    result = cli(
+        "ingest", "lsun-bedroom", "--lmdb", tmp_path / "empty_lmdb", "--out", tmp_path / "d"
+    )
     assert_one_line_error(result, "no data.mdb")
     assert not (tmp_path / "d").exists()
 
@@ -138,8 +159,9 @@ def test_unknown_category_and_option_values(cli, lsun_lmdb, tmp_path):
 
 
 def test_values_that_are_not_images(cli, tmp_path):
-    lmdb_path = write_lmdb(tmp_path / "text_lmdb",
-                           [(f"{i:040x}", f"plain text {i}".encode()) for i in range(20)])
+    lmdb_path = write_lmdb(
+        tmp_path / "text_lmdb", [(f"{i:040x}", f"plain text {i}".encode()) for i in range(20)]
+    )
     out = tmp_path / "d"
     result = cli("ingest", "lsun-bedroom", "--lmdb", lmdb_path, "--out", out)
     assert_one_line_error(result, "bad records", "--max-bad", "not an image")
@@ -147,12 +169,32 @@ def test_values_that_are_not_images(cli, tmp_path):
 
 
 def test_max_bad_threshold(cli, lsun_lmdb, tmp_path):
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", tmp_path / "d",
-                 "--size", "16", "--max-bad", "2")
+    result = cli(
+        "ingest",
+        "lsun-bedroom",
+        "--lmdb",
+        lsun_lmdb,
+        "--out",
+        tmp_path / "d",
+        "--size",
+        "16",
+        "--max-bad",
+        "2",
+    )
     assert_one_line_error(result, "3 bad records", "(2)")
     assert not (tmp_path / "d" / "manifest.json").exists()
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", tmp_path / "d",
-                 "--size", "16", "--max-bad", "3")
+    result = cli(
+        "ingest",
+        "lsun-bedroom",
+        "--lmdb",
+        lsun_lmdb,
+        "--out",
+        tmp_path / "d",
+        "--size",
+        "16",
+        "--max-bad",
+        "3",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -165,18 +207,44 @@ def test_empty_source(cli, tmp_path):
 
 def test_output_holding_another_dataset(cli, lsun_lmdb, tmp_path):
     out = tmp_path / "d"
-    assert cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "16",
-               "--limit", "20").exit_code == 0
+    assert (
+        cli(
+            "ingest",
+            "lsun-bedroom",
+            "--lmdb",
+            lsun_lmdb,
+            "--out",
+            out,
+            "--size",
+            "16",
+            "--limit",
+            "20",
+        ).exit_code
+        == 0
+    )
     before = shard_hashes(out)
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "32",
-                 "--limit", "20")
+    result = cli(
+        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "32", "--limit", "20"
+    )
     assert_one_line_error(result, "already holds", "--overwrite")
     assert shard_hashes(out) == before  # nothing lost
-    same = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "16",
-               "--limit", "20")
+    same = cli(
+        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "16", "--limit", "20"
+    )
     assert same.exit_code == 0 and "up to date" in same.stdout
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "32",
-                 "--limit", "20", "--overwrite")
+    result = cli(
+        "ingest",
+        "lsun-bedroom",
+        "--lmdb",
+        lsun_lmdb,
+        "--out",
+        out,
+        "--size",
+        "32",
+        "--limit",
+        "20",
+        "--overwrite",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "manifest.json").read_text())["image"]["height"] == 32
 
@@ -192,8 +260,9 @@ def test_refuses_a_folder_that_is_not_a_dataset(cli, lsun_lmdb, tmp_path):
 
 
 def test_dry_run_writes_nothing(cli, lsun_lmdb, tmp_path):
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", tmp_path / "d",
-                 "--dry-run")
+    result = cli(
+        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", tmp_path / "d", "--dry-run"
+    )
     assert result.exit_code == 0
     assert "category: bedroom" in result.stdout and "size: 64" in result.stdout
     assert not (tmp_path / "d").exists()
@@ -201,13 +270,16 @@ def test_dry_run_writes_nothing(cli, lsun_lmdb, tmp_path):
 
 # -- determinism and resume ---------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_shards_do_not_depend_on_worker_count(lsun_lmdb, tmp_path):
     hashes = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        ingest(LsunSource("bedroom", lsun_lmdb, size=32),
-               IngestOptions(out=str(out), size=32, workers=workers, shard_rows=50))
+        ingest(
+            LsunSource("bedroom", lsun_lmdb, size=32),
+            IngestOptions(out=str(out), size=32, workers=workers, shard_rows=50),
+        )
         hashes.append(shard_hashes(out))
     assert hashes[0] == hashes[1] and len(hashes[0]) == 5
 
@@ -217,15 +289,32 @@ def test_killed_ingest_resumes_to_the_same_bytes(lsun_lmdb, tmp_path):
     """SIGKILL a 2-worker ingest once some shards are written; a 1-worker rerun finishes it,
     and the shards equal those of a clean run."""
     clean = tmp_path / "clean"
-    ingest(LsunSource("bedroom", lsun_lmdb, size=48),
-           IngestOptions(out=str(clean), size=48, workers=2, shard_rows=10))
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=48),
+        IngestOptions(out=str(clean), size=48, workers=2, shard_rows=10),
+    )
     for attempt in range(5):
         out = tmp_path / f"killed{attempt}"
-        command = [sys.executable, "-m", "stages.cli", "ingest", "lsun-bedroom", "--lmdb",
-                   str(lsun_lmdb), "--out", str(out), "--size", "48", "--shard-rows", "10",
-                   "--workers", "2"]
-        process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            "-m",
+            "stages.cli",
+            "ingest",
+            "lsun-bedroom",
+            "--lmdb",
+            str(lsun_lmdb),
+            "--out",
+            str(out),
+            "--size",
+            "48",
+            "--shard-rows",
+            "10",
+            "--workers",
+            "2",
+        ]
+        process = subprocess.Popen(
+            command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while not list(out.glob("train/shard-*.arrow")) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -237,10 +326,14 @@ def test_killed_ingest_resumes_to_the_same_bytes(lsun_lmdb, tmp_path):
         pytest.fail("the ingest always finished before it could be killed")
     written = len(list(out.glob("train/shard-*.arrow")))
     assert 0 < written < 21
-    result = ingest(LsunSource("bedroom", lsun_lmdb, size=48),
-                    IngestOptions(out=str(out), size=48, workers=1, shard_rows=10))
+    result = ingest(
+        LsunSource("bedroom", lsun_lmdb, size=48),
+        IngestOptions(out=str(out), size=48, workers=1, shard_rows=10),
+    )
     assert result.resumed_shards >= 1
     assert shard_hashes(out) == shard_hashes(clean)
     assert not list(out.rglob(".*.tmp-*"))
-    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == \
-        json.loads((clean / "manifest.json").read_text())["fingerprint"]
+    assert (
+        json.loads((out / "manifest.json").read_text())["fingerprint"]
+        == json.loads((clean / "manifest.json").read_text())["fingerprint"]
+    )

@@ -15,16 +15,19 @@ from pipeline.errors import PipelineError
 @pytest.fixture(scope="module")
 def bedroom(lsun_lmdb, tmp_path_factory):
     out = tmp_path_factory.mktemp("reader") / "bedroom-32"
-    ingest(LsunSource("bedroom", lsun_lmdb, size=32),
-           IngestOptions(out=str(out), size=32, workers=1, shard_rows=45))
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=32),
+        IngestOptions(out=str(out), size=32, workers=1, shard_rows=45),
+    )
     return out
 
 
 def test_rows_match_plain_pyarrow(bedroom):
     data = ShardDataset(bedroom)
     assert len(data) == 200 and data.shape == (32, 32, 3)
-    plain = pa.concat_tables(pa.ipc.open_file(str(p)).read_all()
-                             for p in sorted((bedroom / "train").glob("*.arrow")))
+    plain = pa.concat_tables(
+        pa.ipc.open_file(str(p)).read_all() for p in sorted((bedroom / "train").glob("*.arrow"))
+    )
     for i in (0, 44, 45, 199, -1):
         row = data[i]
         expected = np.frombuffer(plain.column("image")[i].as_py(), np.uint8).reshape(32, 32, 3)
@@ -67,11 +70,15 @@ def test_torch_batches(bedroom):
 
 def test_encoded_shards_decode_to_the_same_size(lsun_lmdb, tmp_path):
     out = tmp_path / "png"
-    ingest(LsunSource("bedroom", lsun_lmdb, size=16),
-           IngestOptions(out=str(out), size=16, workers=1, encoding="png", limit=20, max_bad=5))
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=16),
+        IngestOptions(out=str(out), size=16, workers=1, encoding="png", limit=20, max_bad=5),
+    )
     raw = tmp_path / "raw"
-    ingest(LsunSource("bedroom", lsun_lmdb, size=16),
-           IngestOptions(out=str(raw), size=16, workers=1, limit=20, max_bad=5))
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=16),
+        IngestOptions(out=str(raw), size=16, workers=1, limit=20, max_bad=5),
+    )
     png, pixels = ShardDataset(out), ShardDataset(raw)
     assert len(png) == len(pixels)
     assert np.array_equal(png.take([0, 5])["image"], pixels.take([0, 5])["image"])  # lossless
@@ -91,8 +98,10 @@ def test_bad_requests(bedroom, tmp_path):
 
 def test_verify_detects_a_changed_shard(lsun_lmdb, tmp_path):
     out = tmp_path / "d"
-    ingest(LsunSource("bedroom", lsun_lmdb, size=16),
-           IngestOptions(out=str(out), size=16, workers=1, limit=20, max_bad=5))
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=16),
+        IngestOptions(out=str(out), size=16, workers=1, limit=20, max_bad=5),
+    )
     shard = next((out / "train").glob("*.arrow"))
     blob = bytearray(shard.read_bytes())
     blob[1000] ^= 0xFF

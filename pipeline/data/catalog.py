@@ -39,20 +39,36 @@ def scan(root: Path) -> list[Entry]:
                 entries.append(Entry(folder.name, "?", "", "", "", "", f"unreadable: {exc}"))
                 continue
             image = manifest["image"]
-            entries.append(Entry(
-                name=folder.name,
-                source=manifest["source"]["kind"],
-                image=f"{image['width']}x{image['height']}x{image['channels']} {image['encoding']}",
-                splits=" ".join(f"{s}:{v['rows']:,}" for s, v in manifest["splits"].items()),
-                labels=_labels_text(manifest),
-                mib=f"{manifest['bytes'] / 2**20:,.1f}",
-                status="ok" + (f", {manifest['skipped']['total']} skipped"
-                               if manifest["skipped"]["total"] else ""),
-            ))
+            entries.append(
+                Entry(
+                    name=folder.name,
+                    source=manifest["source"]["kind"],
+                    image=f"{image['width']}x{image['height']}x{image['channels']} "
+                    f"{image['encoding']}",
+                    splits=" ".join(f"{s}:{v['rows']:,}" for s, v in manifest["splits"].items()),
+                    labels=_labels_text(manifest),
+                    mib=f"{manifest['bytes'] / 2**20:,.1f}",
+                    status="ok"
+                    + (
+                        f", {manifest['skipped']['total']} skipped"
+                        if manifest["skipped"]["total"]
+                        else ""
+                    ),
+                )
+            )
         elif (folder / ".ingest.json").is_file():
             state = json.loads((folder / ".ingest.json").read_text())
-            entries.append(Entry(folder.name, state.get("source", "?"), "", "", "", "",
-                                 "incomplete: rerun its ingest to finish"))
+            entries.append(
+                Entry(
+                    folder.name,
+                    state.get("source", "?"),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "incomplete: rerun its ingest to finish",
+                )
+            )
     return entries
 
 
@@ -65,19 +81,24 @@ def describe(root: Path) -> list[str]:
         f"source: {m['source']['kind']}  fingerprint {m['fingerprint'][:16]}",
         f"image: {image['width']}x{image['height']}x{image['channels']} {image['mode']} "
         f"{image['encoding']}; recipe: " + ", ".join(f"{k}={v}" for k, v in m["recipe"].items()),
-        "splits: " + ", ".join(f"{s} {v['rows']:,} rows in {len(v['shards'])} shard(s)"
-                               for s, v in m["splits"].items()),
+        "splits: "
+        + ", ".join(
+            f"{s} {v['rows']:,} rows in {len(v['shards'])} shard(s)" for s, v in m["splits"].items()
+        ),
     ]
     for group in (m.get("labels") or {}).get("groups", []):
         classes = group["classes"]
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         lines.append(f"labels {group['name']} ({group['column']}): {len(classes)} classes: {shown}")
     if m.get("attributes"):
-        lines.append(f"attributes ({m['attributes']['column']}): "
-                     f"{len(m['attributes']['names'])} names")
+        lines.append(
+            f"attributes ({m['attributes']['column']}): {len(m['attributes']['names'])} names"
+        )
     if m["skipped"]["total"]:
-        lines.append(f"skipped: {m['skipped']['total']} " + ", ".join(
-            f"{n} {r}" for r, n in m["skipped"]["reasons"].items()))
+        lines.append(
+            f"skipped: {m['skipped']['total']} "
+            + ", ".join(f"{n} {r}" for r, n in m["skipped"]["reasons"].items())
+        )
     lines += [f"[yellow]note: {note}[/yellow]" for note in m.get("notes", [])]
     return lines
 
@@ -108,13 +129,18 @@ def sample_grid(root: Path, out: Path, n: int = 64, split: str = "train", seed: 
             if (values == MISSING).all():
                 parts.append("no attrs")
             else:
-                on = [a for a in CAPTION_ATTRS if a in attrs["names"]
-                      and values[attrs["names"].index(a)] == 1]
+                on = [
+                    a
+                    for a in CAPTION_ATTRS
+                    if a in attrs["names"] and values[attrs["names"].index(a)] == 1
+                ]
                 parts.append(" ".join(a.replace("_", " ") for a in on) or "-")
         captions.append("\n".join(parts))
     has_captions = any(captions)
     scale = max(1, 96 // data.shape[1]) if has_captions else 1
-    image = make_grid(batch["image"], nrow=8, scale=scale, captions=captions if has_captions else None)
+    image = make_grid(
+        batch["image"], nrow=8, scale=scale, captions=captions if has_captions else None
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     image.save(tmp, format="PNG")
@@ -123,7 +149,10 @@ def sample_grid(root: Path, out: Path, n: int = 64, split: str = "train", seed: 
 
 
 def _labels_text(manifest: dict) -> str:
-    parts = [f"{g['name']}({len(g['classes'])})" for g in (manifest.get("labels") or {}).get("groups", [])]
+    parts = [
+        f"{g['name']}({len(g['classes'])})"
+        for g in (manifest.get("labels") or {}).get("groups", [])
+    ]
     if manifest.get("attributes"):
         parts.append(f"attrs({len(manifest['attributes']['names'])})")
     return " ".join(parts) or "-"

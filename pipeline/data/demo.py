@@ -24,8 +24,12 @@ ATTRIBUTES = (
     "Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
     "Wearing_Necktie Young"
 ).split()
-HAIR = {"Black_Hair": (25, 20, 20), "Blond_Hair": (230, 200, 110), "Brown_Hair": (110, 70, 40),
-        "Gray_Hair": (160, 160, 165)}
+HAIR = {
+    "Black_Hair": (25, 20, 20),
+    "Blond_Hair": (230, 200, 110),
+    "Brown_Hair": (110, 70, 40),
+    "Gray_Hair": (160, 160, 165),
+}
 SKIN = [(255, 220, 190), (235, 190, 150), (200, 150, 110), (140, 95, 65)]
 
 
@@ -37,7 +41,11 @@ def draw_face(rng: np.random.Generator) -> tuple[Image.Image, dict[str, int]]:
     hair_name = list(HAIR)[rng.integers(len(HAIR))]
     hair, skin = HAIR[hair_name], SKIN[rng.integers(len(SKIN))]
     cx, cy = 89 + int(rng.integers(-4, 5)), 120 + int(rng.integers(-4, 5))
-    male, smiling, glasses = bool(rng.random() < 0.5), bool(rng.random() < 0.5), bool(rng.random() < 0.25)
+    male, smiling, glasses = (
+        bool(rng.random() < 0.5),
+        bool(rng.random() < 0.5),
+        bool(rng.random() < 0.25),
+    )
     draw.ellipse((cx - 52, cy - 78, cx + 52, cy + 40), fill=hair)  # hair behind the head
     draw.ellipse((cx - 40, cy - 55, cx + 40, cy + 55), fill=skin)  # face
     for ex in (cx - 17, cx + 17):  # eyes
@@ -55,9 +63,17 @@ def draw_face(rng: np.random.Generator) -> tuple[Image.Image, dict[str, int]]:
     if male:
         draw.chord((cx - 38, cy + 10, cx + 38, cy + 56), 0, 180, fill=tuple(c // 2 for c in hair))
     pixels = np.asarray(image, dtype=np.int16) + rng.integers(-6, 7, (218, 178, 3))
-    attrs = {"Male": male, "Smiling": smiling, "Eyeglasses": glasses, hair_name: True,
-             "No_Beard": not male, "Young": bool(rng.random() < 0.7)}
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), {k: int(v) for k, v in attrs.items()}
+    attrs = {
+        "Male": male,
+        "Smiling": smiling,
+        "Eyeglasses": glasses,
+        hair_name: True,
+        "No_Beard": not male,
+        "Young": bool(rng.random() < 0.7),
+    }
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), {
+        k: int(v) for k, v in attrs.items()
+    }
 
 
 def draw_bedroom(rng: np.random.Generator) -> Image.Image:
@@ -104,8 +120,11 @@ def write_celeba(root: Path, n: int = 300, seed: int = 0) -> Path:
         identity_rows.append(f"{name} {1 + (i - 1) // 5}")
     crlf = "\r\n"
     (Path(root) / "list_attr_celeba.txt").write_text(
-        crlf.join([str(n), " ".join(ATTRIBUTES) + " ", *attr_rows]) + crlf, newline="")
-    (Path(root) / "list_eval_partition.txt").write_text(crlf.join(partition_rows) + crlf, newline="")
+        crlf.join([str(n), " ".join(ATTRIBUTES) + " ", *attr_rows]) + crlf, newline=""
+    )
+    (Path(root) / "list_eval_partition.txt").write_text(
+        crlf.join(partition_rows) + crlf, newline=""
+    )
     (Path(root) / "identity_CelebA.txt").write_text(crlf.join(identity_rows) + crlf, newline="")
     return Path(root)
 

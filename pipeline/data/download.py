@@ -39,20 +39,26 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
         raise PipelineError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PipelineError(f"cannot reach {url} ({reason}); check the network or download it "
-                            "yourself and pass its path") from None
+        raise PipelineError(
+            f"cannot reach {url} ({reason}); check the network or download it "
+            "yourself and pass its path"
+        ) from None
     with response:
         if have and response.status != 206:
             have = 0  # the server ignored the range: start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, "ab" if have else "wb") as sink, _bar(progress, dest.name, total, have) as bar:
+        with (
+            open(part, "ab" if have else "wb") as sink,
+            _bar(progress, dest.name, total, have) as bar,
+        ):
             while block := response.read(CHUNK):
                 sink.write(block)
                 bar(len(block))
     if total is not None and part.stat().st_size != total:
-        raise PipelineError(f"download of {url} stopped at {part.stat().st_size} of {total} "
-                            "bytes; rerun to resume")
+        raise PipelineError(
+            f"download of {url} stopped at {part.stat().st_size} of {total} bytes; rerun to resume"
+        )
     os.replace(part, dest)
     return dest
 
@@ -67,11 +73,14 @@ def extract_zip(archive: Path, into: Path) -> list[Path]:
             for member in zf.namelist():
                 target = (work / member).resolve()
                 if not str(target).startswith(str(work.resolve())):
-                    raise PipelineError(f"{archive} holds an unsafe path {member!r}; not extracting")
+                    raise PipelineError(
+                        f"{archive} holds an unsafe path {member!r}; not extracting"
+                    )
             zf.extractall(work)
     except zipfile.BadZipFile:
-        raise PipelineError(f"{archive} is not a valid zip (incomplete download? delete it and "
-                            "rerun)") from None
+        raise PipelineError(
+            f"{archive} is not a valid zip (incomplete download? delete it and rerun)"
+        ) from None
     placed = []
     for entry in sorted(work.iterdir()):
         target = into / entry.name
@@ -100,15 +109,26 @@ class _bar:
         if not self.enabled:
             return lambda n: None
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
-        self._progress = Progress("{task.description}", BarColumn(), DownloadColumn(),
-                                  TransferSpeedColumn(), TimeRemainingColumn(),
-                                  console=Console(stderr=True))
+        self._progress = Progress(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         self._progress.__enter__()
-        task = self._progress.add_task(f"download {self.name}", total=self.total,
-                                       completed=self.done)
+        task = self._progress.add_task(
+            f"download {self.name}", total=self.total, completed=self.done
+        )
         return lambda n: self._progress.advance(task, n)
 
     def __exit__(self, *exc):

@@ -86,7 +86,9 @@ class Progress(Protocol):
     def advance(self, n: int) -> None: ...
 
 
-def ingest(source: Source, options: IngestOptions, progress: Progress | None = None) -> IngestResult:
+def ingest(
+    source: Source, options: IngestOptions, progress: Progress | None = None
+) -> IngestResult:
     """Ingest `source` into Arrow shards under `options.out` (default: the data dir)."""
     from pipeline.settings import data_dir
 
@@ -104,8 +106,13 @@ def ingest(source: Source, options: IngestOptions, progress: Progress | None = N
     row_bytes = recipe.size * recipe.size * recipe.channels
     shard_rows = options.shard_rows or max(256, TARGET_SHARD_BYTES // row_bytes)
     key = fingerprint(
-        shards.SCHEMA_VERSION, plan.fingerprint, recipe.describe(), options.encoding,
-        options.quality if options.encoding in ("jpeg", "webp") else 0, shard_rows, options.limit,
+        shards.SCHEMA_VERSION,
+        plan.fingerprint,
+        recipe.describe(),
+        options.encoding,
+        options.quality if options.encoding in ("jpeg", "webp") else 0,
+        shard_rows,
+        options.limit,
         [(c.name, str(c.type)) for c in plan.columns],
     )
 
@@ -129,11 +136,15 @@ def ingest(source: Source, options: IngestOptions, progress: Progress | None = N
             if path.exists():
                 info = shards.read_shard_info(path, out)
                 if info.records != (start, stop):
-                    raise PipelineError(f"{path} covers records {info.records}, expected "
-                                        f"{(start, stop)}; rerun with --overwrite")
+                    raise PipelineError(
+                        f"{path} covers records {info.records}, expected "
+                        f"{(start, stop)}; rerun with --overwrite"
+                    )
                 done[split, index] = info
     resumed = len(done)
-    bad_allowed = int(options.max_bad) if options.max_bad >= 1 else math.floor(options.max_bad * total)
+    bad_allowed = (
+        int(options.max_bad) if options.max_bad >= 1 else math.floor(options.max_bad * total)
+    )
     bad_seen = sum(len(info.skipped) for info in done.values())
 
     # Cut the missing shards into chunks for the workers.
@@ -178,7 +189,14 @@ def ingest(source: Source, options: IngestOptions, progress: Progress | None = N
             if result["stop"] == stop:
                 parts = pending.pop((split, index))
                 done[split, index] = _write_shard(
-                    out, split, index, len(entries), (start, stop), parts, plan, options,
+                    out,
+                    split,
+                    index,
+                    len(entries),
+                    (start, stop),
+                    parts,
+                    plan,
+                    options,
                     image_type,
                 )
     finally:
@@ -189,15 +207,31 @@ def ingest(source: Source, options: IngestOptions, progress: Progress | None = N
     finished = time.perf_counter()
 
     split_infos = {s: [done[s, i] for i, _, _ in entries] for s, entries in layout.items()}
-    manifest = _manifest(name, source, plan, options, key, shard_rows, split_infos, out,
-                         timings={"plan_s": round(planned - started, 3),
-                                  "ingest_s": round(finished - planned, 3),
-                                  "images_per_s": round(remaining / max(finished - planned, 1e-9), 1),
-                                  "workers": workers})
+    manifest = _manifest(
+        name,
+        source,
+        plan,
+        options,
+        key,
+        shard_rows,
+        split_infos,
+        out,
+        timings={
+            "plan_s": round(planned - started, 3),
+            "ingest_s": round(finished - planned, 3),
+            "images_per_s": round(remaining / max(finished - planned, 1e-9), 1),
+            "workers": workers,
+        },
+    )
     shards.write_json_atomic(out / shards.MANIFEST, manifest)
     (out / STATE).unlink()
-    return IngestResult(path=out, manifest=manifest, resumed_shards=resumed,
-                        seconds=time.perf_counter() - started, warnings=list(plan.notes))
+    return IngestResult(
+        path=out,
+        manifest=manifest,
+        resumed_shards=resumed,
+        seconds=time.perf_counter() - started,
+        warnings=list(plan.notes),
+    )
 
 
 # -- workers -----------------------------------------------------------------------------
@@ -217,58 +251,100 @@ def _process_chunk(chunk: tuple[str, int, int, int]) -> dict:
     keys, images, skipped = [], [], []
     values: dict[str, list] = {}
     for index in range(lo, hi):
-        record = source.read(split, index)
+        record = None
         try:
+            record = source.read(split, index)
             pixels = prepare(record.payload, recipe, record.box)
         except BadRecord as exc:
-            skipped.append({"split": split, "key": record.key, "reason": str(exc)})
+            key = record.key if record is not None else exc.key
+            skipped.append({"split": split, "key": key, "reason": str(exc)})
             continue
         keys.append(record.key)
         images.append(encode(pixels, encoding, quality))
         for name, value in record.values.items():
             values.setdefault(name, []).append(value)
-    return {"split": split, "shard": shard, "start": lo, "stop": hi, "keys": keys,
-            "images": images, "values": values, "skipped": skipped}
+    return {
+        "split": split,
+        "shard": shard,
+        "start": lo,
+        "stop": hi,
+        "keys": keys,
+        "images": images,
+        "values": values,
+        "skipped": skipped,
+    }
 
 
 # -- shards and manifest -----------------------------------------------------------------
 
-def _write_shard(out: Path, split: str, index: int, count: int, records: tuple[int, int],
-                 parts: list[dict], plan: Plan, options: IngestOptions,
-                 image_type: pa.DataType) -> shards.ShardInfo:
+
+def _write_shard(
+    out: Path,
+    split: str,
+    index: int,
+    count: int,
+    records: tuple[int, int],
+    parts: list[dict],
+    plan: Plan,
+    options: IngestOptions,
+    image_type: pa.DataType,
+) -> shards.ShardInfo:
     keys = [k for p in parts for k in p["keys"]]
     images = [b for p in parts for b in p["images"]]
     skipped = [s for p in parts for s in p["skipped"]]
     if options.encoding == "raw":
-        image_array = pa.Array.from_buffers(image_type, len(images),
-                                            [None, pa.py_buffer(b"".join(images))])
+        image_array = pa.Array.from_buffers(
+            image_type, len(images), [None, pa.py_buffer(b"".join(images))]
+        )
     else:
         image_array = pa.array(images, type=image_type)
     columns = {"key": pa.array(keys, pa.string()), "image": image_array}
     for column in plan.columns:
         column_values = [v for p in parts for v in p["values"].get(column.name, [])]
         if len(column_values) != len(keys):
-            raise AssertionError(f"source gave {len(column_values)} {column.name} for {len(keys)} rows")
+            raise AssertionError(
+                f"source gave {len(column_values)} {column.name} for {len(keys)} rows"
+            )
         columns[column.name] = pa.array(column_values, type=column.type)
-    schema = shards.shard_schema(image_type, plan.columns, {
-        "pipeline.format": shards.FORMAT,
-        "pipeline.split": split,
-        "pipeline.shard": [index, count],
-        "pipeline.records": list(records),
-        "pipeline.skipped": skipped,
-        "pipeline.image": {"size": plan.recipe.size, "channels": plan.recipe.channels,
-                           "encoding": options.encoding},
-    })
+    schema = shards.shard_schema(
+        image_type,
+        plan.columns,
+        {
+            "pipeline.format": shards.FORMAT,
+            "pipeline.split": split,
+            "pipeline.shard": [index, count],
+            "pipeline.records": list(records),
+            "pipeline.skipped": skipped,
+            "pipeline.image": {
+                "size": plan.recipe.size,
+                "channels": plan.recipe.channels,
+                "encoding": options.encoding,
+            },
+        },
+    )
     path = out / split / shards.shard_name(index, count)
     shards.write_shard(path, schema, columns)
-    return shards.ShardInfo(file=str(path.relative_to(out)), rows=len(keys),
-                            bytes=path.stat().st_size, sha256=shards.sha256_file(path),
-                            records=records, skipped=skipped)
+    return shards.ShardInfo(
+        file=str(path.relative_to(out)),
+        rows=len(keys),
+        bytes=path.stat().st_size,
+        sha256=shards.sha256_file(path),
+        records=records,
+        skipped=skipped,
+    )
 
 
-def _manifest(name: str, source: Source, plan: Plan, options: IngestOptions, key: str,
-              shard_rows: int, split_infos: dict[str, list[shards.ShardInfo]], out: Path,
-              timings: dict) -> dict:
+def _manifest(
+    name: str,
+    source: Source,
+    plan: Plan,
+    options: IngestOptions,
+    key: str,
+    shard_rows: int,
+    split_infos: dict[str, list[shards.ShardInfo]],
+    out: Path,
+    timings: dict,
+) -> dict:
     recipe = plan.recipe.describe()
     skipped = [s for infos in split_infos.values() for info in infos for s in info.skipped]
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
@@ -279,27 +355,44 @@ def _manifest(name: str, source: Source, plan: Plan, options: IngestOptions, key
         "fingerprint": shards.dataset_fingerprint(recipe, split_infos),
         "ingest_key": key,
         "source": {"kind": source.kind, "fingerprint": plan.fingerprint, **plan.description},
-        "image": {"height": plan.recipe.size, "width": plan.recipe.size,
-                  "channels": plan.recipe.channels, "mode": plan.recipe.mode,
-                  "encoding": options.encoding, "layout": "HWC uint8",
-                  **({"quality": options.quality} if options.encoding in ("jpeg", "webp") else {})},
+        "image": {
+            "height": plan.recipe.size,
+            "width": plan.recipe.size,
+            "channels": plan.recipe.channels,
+            "mode": plan.recipe.mode,
+            "encoding": options.encoding,
+            "layout": "HWC uint8",
+            **({"quality": options.quality} if options.encoding in ("jpeg", "webp") else {}),
+        },
         "recipe": recipe,
-        "columns": [{"name": "key", "type": "string"},
-                    {"name": "image", "type": str(shards.image_type(
-                        plan.recipe.size, plan.recipe.channels, options.encoding))}]
-                   + [{"name": c.name, "type": str(c.type), "doc": c.doc} for c in plan.columns],
+        "columns": [
+            {"name": "key", "type": "string"},
+            {
+                "name": "image",
+                "type": str(
+                    shards.image_type(plan.recipe.size, plan.recipe.channels, options.encoding)
+                ),
+            },
+        ]
+        + [{"name": c.name, "type": str(c.type), "doc": c.doc} for c in plan.columns],
         "labels": plan.labels,
         "attributes": plan.attributes,
         "shard_rows": shard_rows,
         "limit": options.limit,
         "splits": {
-            split: {"rows": sum(i.rows for i in infos), "records": infos[-1].records[1] if infos else 0,
-                    "skipped": sum(len(i.skipped) for i in infos),
-                    "shards": [i.to_json() for i in infos]}
+            split: {
+                "rows": sum(i.rows for i in infos),
+                "records": infos[-1].records[1] if infos else 0,
+                "skipped": sum(len(i.skipped) for i in infos),
+                "shards": [i.to_json() for i in infos],
+            }
             for split, infos in split_infos.items()
         },
-        "skipped": {"total": len(skipped), "reasons": dict(sorted(reasons.items())),
-                    "records": skipped},
+        "skipped": {
+            "total": len(skipped),
+            "reasons": dict(sorted(reasons.items())),
+            "records": skipped,
+        },
         "notes": plan.notes,
         "counts": plan.counts,
         "bytes": sum(i.bytes for infos in split_infos.values() for i in infos),
@@ -330,8 +423,9 @@ def _claim_output(out: Path, key: str, overwrite: bool) -> dict | None:
             return manifest
         if not overwrite:
             raise PipelineError(
-                f"{out} already holds dataset {manifest.get('name', '?')!r} made from another source "
-                "or with other options; pass --overwrite to replace it, or choose another --out"
+                f"{out} already holds dataset {manifest.get('name', '?')!r} made from another "
+                "source or with other options; pass --overwrite to replace it, or choose another "
+                "--out"
             )
     elif state_path.exists():
         state = json.loads(state_path.read_text())
@@ -360,8 +454,10 @@ def _remove_dataset(out: Path) -> None:
         if child.is_dir():
             foreign = [p for p in child.rglob("*") if p.is_file() and not _is_ours(p, out)]
             if foreign:
-                raise PipelineError(f"{child} holds files that are not shards ({foreign[0].name}); "
-                                    "remove them yourself or choose another --out")
+                raise PipelineError(
+                    f"{child} holds files that are not shards ({foreign[0].name}); "
+                    "remove them yourself or choose another --out"
+                )
             shutil.rmtree(child)
 
 

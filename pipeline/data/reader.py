@@ -38,8 +38,9 @@ class ShardDataset:
         self.manifest = shards.read_manifest(self.root)
         splits = self.manifest["splits"]
         if split not in splits:
-            raise PipelineError(f"dataset {self.root.name} has no split {split!r}; "
-                                f"it has: {', '.join(splits)}")
+            raise PipelineError(
+                f"dataset {self.root.name} has no split {split!r}; it has: {', '.join(splits)}"
+            )
         self.split = split
         image = self.manifest["image"]
         self.shape = (image["height"], image["width"], image["channels"])
@@ -59,8 +60,10 @@ class ShardDataset:
                 continue
             reader = pa.ipc.open_file(pa.memory_map(str(path)))
             if reader.num_record_batches != 1:
-                raise PipelineError(f"shard {path} has {reader.num_record_batches} record batches, "
-                                    "expected 1; re-run the ingest")
+                raise PipelineError(
+                    f"shard {path} has {reader.num_record_batches} record batches, "
+                    "expected 1; re-run the ingest"
+                )
             batch = reader.get_batch(0)
             counts.append(batch.num_rows)
             self._keys.append(batch.column("key"))
@@ -83,8 +86,12 @@ class ShardDataset:
     def labels(self) -> dict | None:
         return self.manifest.get("labels")
 
-    def take(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str] | None = None,
-             keys: bool = False) -> dict[str, np.ndarray]:
+    def take(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        columns: Sequence[str] | None = None,
+        keys: bool = False,
+    ) -> dict[str, np.ndarray]:
         """Rows `indices` as numpy arrays: `image` (N, H, W, C) uint8 plus the extra columns."""
         indices = np.asarray(indices, dtype=np.int64)
         shard_ids = np.searchsorted(self.offsets, indices, side="right") - 1
@@ -103,15 +110,32 @@ class ShardDataset:
                 values[mask] = parts[s][local[mask]]
             out[name] = values
         if keys:
-            out["key"] = np.array([self._keys[s][int(i)].as_py()
-                                   for s, i in zip(shard_ids, local, strict=True)])
+            out["key"] = np.array(
+                [self._keys[s][int(i)].as_py() for s, i in zip(shard_ids, local, strict=True)]
+            )
         return out
 
-    def loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-               shuffle: bool = True, drop_last: bool = True,
-               columns: Sequence[str] | None = None) -> ShardLoader:
-        return ShardLoader(self, batch_size, seed=seed, rank=rank, world_size=world_size,
-                           shuffle=shuffle, drop_last=drop_last, columns=columns)
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> ShardLoader:
+        return ShardLoader(
+            self,
+            batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            columns=columns,
+        )
 
     def _image_view(self, column: pa.Array):
         if self.encoding != "raw":
@@ -119,7 +143,7 @@ class ShardDataset:
         row = int(np.prod(self.shape))
         data = np.frombuffer(column.buffers()[1], dtype=np.uint8)
         start = column.offset * row
-        return data[start:start + len(column) * row].reshape(len(column), *self.shape)
+        return data[start : start + len(column) * row].reshape(len(column), *self.shape)
 
     def _decode(self, shard: int, index: int) -> np.ndarray:
         from PIL import Image
@@ -137,9 +161,18 @@ class ShardLoader:
     ranks draw the same permutation and take disjoint strided slices of it.
     """
 
-    def __init__(self, dataset: ShardDataset, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
-                 columns: Sequence[str] | None = None):
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        columns: Sequence[str] | None = None,
+    ):
         if batch_size < 1:
             raise PipelineError(f"batch size {batch_size} must be at least 1")
         if not 0 <= rank < world_size:
@@ -184,8 +217,9 @@ class ShardLoader:
     def numpy_batches(self) -> Iterator[dict]:
         indices = self.indices()
         for b in range(len(self)):
-            yield self.dataset.take(indices[b * self.batch_size : (b + 1) * self.batch_size],
-                                    self.columns)
+            yield self.dataset.take(
+                indices[b * self.batch_size : (b + 1) * self.batch_size], self.columns
+            )
 
 
 def _numeric_view(column: pa.Array) -> np.ndarray:
@@ -195,7 +229,9 @@ def _numeric_view(column: pa.Array) -> np.ndarray:
         flat = column.flatten() if column.null_count == 0 else None
         if flat is not None:
             return flat.to_numpy(zero_copy_only=False).reshape(len(column), width)
-        filled = np.full((len(column), width), MISSING, dtype=column.type.value_type.to_pandas_dtype())
+        filled = np.full(
+            (len(column), width), MISSING, dtype=column.type.value_type.to_pandas_dtype()
+        )
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         if valid.any():
             values = column.filter(column.is_valid()).flatten().to_numpy(zero_copy_only=False)

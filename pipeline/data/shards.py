@@ -46,9 +46,14 @@ def image_type(size: int, channels: int, encoding: str) -> pa.DataType:
 
 
 def shard_schema(image: pa.DataType, columns: list[Column], metadata: dict) -> pa.Schema:
-    fields = [pa.field("key", pa.string(), nullable=False), pa.field("image", image, nullable=False)]
+    fields = [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("image", image, nullable=False),
+    ]
     fields += [pa.field(c.name, c.type, nullable=True) for c in columns]
-    return pa.schema(fields, metadata={k: json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    return pa.schema(
+        fields, metadata={k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
+    )
 
 
 def shard_name(index: int, count: int) -> str:
@@ -67,8 +72,13 @@ class ShardInfo:
     skipped: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"file": self.file, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256,
-                "records": list(self.records)}
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "records": list(self.records),
+        }
 
 
 def write_shard(path: Path, schema: pa.Schema, columns: dict[str, pa.Array]) -> None:

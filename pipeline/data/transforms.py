@@ -16,12 +16,24 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # Pillow refuses images above ~179 Mpx as "decompression bombs"; LSUN and CelebA are far below.
-_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
-             "bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}
+_RESAMPLE = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+}
 
 
 class BadRecord(Exception):
-    """A source record that cannot become an image; it is skipped and listed with its reason."""
+    """A source record that cannot become an image; it is skipped and listed with its reason.
+
+    Sources raise it from `read` (with the record's `key`) for a record they cannot read, such
+    as a damaged zip member; `prepare` raises it for bytes that do not decode.
+    """
+
+    def __init__(self, reason: str, key: str | None = None):
+        super().__init__(reason)
+        self.key = key
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class Source(ABC):
     def read(self, split: str, index: int) -> Record:
         """Read record `index` of `split` (called in worker processes)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: sources without handles skip it)
         """Release handles opened by `read` (LMDB environments, zip files)."""
 
 

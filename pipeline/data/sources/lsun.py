@@ -19,8 +19,16 @@ from pipeline.data.transforms import Recipe
 from pipeline.errors import PipelineError
 
 CATEGORIES = (
-    "bedroom", "bridge", "church_outdoor", "classroom", "conference_room", "dining_room",
-    "kitchen", "living_room", "restaurant", "tower",
+    "bedroom",
+    "bridge",
+    "church_outdoor",
+    "classroom",
+    "conference_room",
+    "dining_room",
+    "kitchen",
+    "living_room",
+    "restaurant",
+    "tower",
 )
 URL = "http://dl.yf.io/lsun/scenes/{category}_{split}_lmdb.zip"
 
@@ -45,8 +53,9 @@ def open_lmdb(path: Path):
     import lmdb
 
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
-                         max_readers=256)
+        return lmdb.open(
+            str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=256
+        )
     except lmdb.Error as exc:
         raise PipelineError(f"cannot open LMDB {path}: {exc}") from None
 
@@ -56,8 +65,13 @@ class LsunSource(Source):
 
     kind = "lsun"
 
-    def __init__(self, category: str, lmdb_path: str | Path, val_lmdb_path: str | Path | None = None,
-                 size: int = 64):
+    def __init__(
+        self,
+        category: str,
+        lmdb_path: str | Path,
+        val_lmdb_path: str | Path | None = None,
+        size: int = 64,
+    ):
         self.category = category
         self.paths = {"train": check_lmdb_folder(lmdb_path)}
         if val_lmdb_path is not None:
@@ -94,8 +108,10 @@ class LsunSource(Source):
             splits={split: len(keys) for split, keys in self._keys.items()},
             recipe=recipe,
             fingerprint=fingerprint(self.kind, parts),
-            description={"category": self.category,
-                         "lmdb": {split: str(path) for split, path in self.paths.items()}},
+            description={
+                "category": self.category,
+                "lmdb": {split: str(path) for split, path in self.paths.items()},
+            },
         )
 
     def read(self, split: str, index: int) -> Record:
@@ -116,8 +132,14 @@ class LsunSource(Source):
         return {**self.__dict__, "_envs": {}}
 
 
-def locate(category: str, lmdb_path: Path | None, val_lmdb_path: Path | None, *,
-           download: bool = False, url: str | None = None) -> tuple[Path, Path | None]:
+def locate(
+    category: str,
+    lmdb_path: Path | None,
+    val_lmdb_path: Path | None,
+    *,
+    download: bool = False,
+    url: str | None = None,
+) -> tuple[Path, Path | None]:
     """Find (or with `download`, fetch) the train and val LMDB folders of a category.
 
     With no explicit path the release is looked up under `<data dir>/lsun/`, where `--download`
@@ -144,7 +166,9 @@ def locate(category: str, lmdb_path: Path | None, val_lmdb_path: Path | None, *,
             )
         if val_lmdb_path is None and (home / f"{category}_val_lmdb" / "data.mdb").is_file():
             val_lmdb_path = home / f"{category}_val_lmdb"
-    return check_lmdb_folder(lmdb_path), (check_lmdb_folder(val_lmdb_path) if val_lmdb_path else None)
+    return check_lmdb_folder(lmdb_path), (
+        check_lmdb_folder(val_lmdb_path) if val_lmdb_path else None
+    )
 
 
 def write_lmdb(path: str | Path, records, map_size: int = 1 << 34) -> Path:

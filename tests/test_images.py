@@ -1,0 +1,344 @@
+"""`pipeline ingest images`: the real anime sample with its tags.csv, sub-folder labels, header
+CSVs, and the ways a folder or a labels file can be wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.data.sources.images import ImageFolderSource, read_labels_csv
+from pipeline.errors import PipelineError
+
+
+def read_plain(folder: Path) -> pa.Table:
+    """All shards of a split with plain pyarrow, no project code."""
+    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
+    return pa.concat_tables(tables)
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def anime_tags(anime_root: Path) -> dict[str, tuple[str, str]]:
+    """tags.csv parsed by hand: id -> (hair, eyes)."""
+    tags = {}
+    for line in (anime_root / "tags.csv").read_text().splitlines():
+        ident, text = line.split(",")
+        hair, hair_word, eyes, eyes_word = text.split()
+        assert (hair_word, eyes_word) == ("hair", "eyes")
+        tags[ident] = (hair, eyes)
+    return tags
+
+
+def copy_images(anime_root: Path, folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(anime_root / "images" / name, folder / name)) for name in names]
+
+
+# -- the real anime sample -----------------------------------------------------------------
+
+
+def test_anime_tags_become_hair_and_eyes_groups(cli, anime_root, tmp_path):
+    out = tmp_path / "anime"
+    result = cli(
+        "ingest",
+        "images",
+        "--root",
+        anime_root,
+        "--labels",
+        anime_root / "tags.csv",
+        "--out",
+        out,
+        "--workers",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+
+    manifest = manifest_of(out)
+    tags = anime_tags(anime_root)
+    groups = {g["name"]: g for g in manifest["labels"]["groups"]}
+    assert [g["column"] for g in manifest["labels"]["groups"]] == ["label_hair", "label_eyes"]
+    assert groups["hair"]["classes"] == sorted({hair for hair, _ in tags.values()})
+    assert groups["eyes"]["classes"] == sorted({eyes for _, eyes in tags.values()})
+    assert list(manifest["splits"]) == ["train"]
+
+    table = read_plain(out / "train")
+    assert table.num_rows == 566
+    assert table.schema.field("image").type == pa.binary(64 * 64 * 3)
+    assert table.schema.field("label_hair").type == pa.int16()
+    assert table.schema.field("label_eyes").type == pa.int16()
+    keys = table.column("key").to_pylist()
+    assert keys == sorted(keys)
+    hair = table.column("label_hair").to_pylist()
+    eyes = table.column("label_eyes").to_pylist()
+    for key, h, e in zip(keys, hair, eyes, strict=True):
+        ident = Path(key).stem
+        assert (groups["hair"]["classes"][h], groups["eyes"]["classes"][e]) == tags[ident], key
+
+    # 64x64 sources are stored as decoded: no crop, no resize.
+    from PIL import Image
+
+    first = np.frombuffer(table.column("image")[0].as_py(), np.uint8).reshape(64, 64, 3)
+    direct = np.asarray(Image.open(anime_root / keys[0]).convert("RGB"))
+    assert np.array_equal(first, direct)
+
+    assert manifest["counts"]["rows_without_image"] == 36_174
+    assert manifest["counts"]["images_without_row"] == 0
+    assert any("36,174" in note for note in manifest["notes"])
+    assert "36,174" in result.stdout
+
+
+def test_anime_folder_default_name_and_single_subfolder(cli, anime_root, tmp_path):
+    """Without --labels the one `images/` folder is no class; the name comes from the parent."""
+    result = cli(
+        "ingest", "images", "--root", anime_root, "--limit", "10", "--workers", "1", "--size", "32"
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "data" / "anime-mlds2018-32"
+    manifest = manifest_of(out)
+    assert manifest["labels"] is None
+    assert manifest["splits"]["train"]["rows"] == 10
+    assert [c["name"] for c in manifest["columns"]] == ["key", "image"]
+    assert any("one sub-folder 'images'" in note for note in manifest["notes"])
+
+    result = cli(
+        "ingest",
+        "images",
+        "--root",
+        anime_root,
+        "--limit",
+        "10",
+        "--workers",
+        "1",
+        "--name",
+        "anime",
+        "--dry-run",
+    )
+    assert result.exit_code == 0 and "name: anime" in result.stdout
+
+
+# -- labels from sub-folders and header CSVs -----------------------------------------------
+
+
+def test_subfolder_names_are_classes(cli, anime_root, tmp_path):
+    root = tmp_path / "pets"
+    names = sorted(p.name for p in (anime_root / "images").glob("*.jpg"))[:10]
+    copy_images(anime_root, root / "dog", names[:3])
+    copy_images(anime_root, root / "cat", names[3:6])
+    copy_images(anime_root, root / "owl" / "nested", names[6:9])
+    copy_images(anime_root, root, names[9:])  # outside any class folder
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--out", out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+
+    manifest = manifest_of(out)
+    assert manifest["name"] == "pets-64"
+    assert manifest["labels"] == {
+        "groups": [{"name": "label", "column": "label", "classes": ["cat", "dog", "owl"]}]
+    }
+    table = read_plain(out / "train")
+    rows = dict(
+        zip(table.column("key").to_pylist(), table.column("label").to_pylist(), strict=True)
+    )
+    assert len(rows) == 10
+    for key, label in rows.items():
+        expected = {"cat": 0, "dog": 1, "owl": 2}.get(key.split("/")[0]) if "/" in key else None
+        assert label == expected, key
+    assert manifest["counts"]["images_without_label"] == 1
+
+
+@pytest.mark.parametrize("header", ["file,hair,eyes", "id,Hair,Eyes"])
+def test_header_csv_gives_a_group_per_column(cli, anime_root, tmp_path, header):
+    root = tmp_path / "faces"
+    copy_images(anime_root, root, ["0.jpg", "1.jpg", "2.jpg", "3.jpg"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"{header}\n0.jpg,blue,red\n1,green,\n2,blue,green\n999,white,gold\n"
+    )  # 3.jpg has no row; 999 has no image
+    out = tmp_path / "out"
+    result = cli(
+        "ingest", "images", "--root", root, "--labels", labels, "--out", out, "--workers", "1"
+    )
+    assert result.exit_code == 0, result.output
+
+    manifest = manifest_of(out)
+    groups = manifest["labels"]["groups"]
+    assert [g["column"] for g in groups] == ["label_hair", "label_eyes"]
+    # classes come from the whole CSV, the row without an image included
+    assert groups[0]["classes"] == ["blue", "green", "white"]
+    assert groups[1]["classes"] == ["gold", "green", "red"]
+    table = read_plain(out / "train")
+    assert table.column("key").to_pylist() == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    assert table.column("label_hair").to_pylist() == [0, 1, 0, None]
+    assert table.column("label_eyes").to_pylist() == [2, None, 1, None]
+    assert manifest["counts"]["images_without_row"] == 1
+    assert manifest["counts"]["rows_without_image"] == 1
+    assert any("3.jpg" in note and "null labels" in note for note in manifest["notes"])
+
+
+def test_single_column_csv_is_the_label_column(tmp_path, anime_root):
+    root = tmp_path / "digits"
+    copy_images(anime_root, root / "a", ["0.jpg", "1.jpg"])
+    copy_images(anime_root, root / "b", ["2.jpg"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,digit\na/0,10\na/1.jpg,2\n\nb/2.jpg,9\n")
+    plan = ImageFolderSource(root, labels).plan()
+    assert plan.labels == {
+        "groups": [
+            {"name": "label", "column": "label", "classes": ["2", "9", "10"], "header": "digit"}
+        ]
+    }
+    assert [c.name for c in plan.columns] == ["label"]
+
+
+# -- the labels-file rules, without ingesting ----------------------------------------------
+
+
+def test_csv_forms(tmp_path):
+    path = tmp_path / "tags.csv"
+    path.write_text("0,aqua hair aqua eyes\n1,red hair blue eyes\n2,\n")
+    table = read_labels_csv(path)
+    assert (table.groups, table.columns) == (["hair", "eyes"], ["label_hair", "label_eyes"])
+    assert table.rows[1] == (2, "1", ["red", "blue"])
+    assert table.rows[2] == (3, "2", [None, None])
+
+    path.write_text("cat_1,tabby cat\ncat_2,black cat\n")  # one value with a space: one group
+    table = read_labels_csv(path)
+    assert (table.groups, table.columns) == (["label"], ["label"])
+    assert [values for _, _, values in table.rows] == [["tabby cat"], ["black cat"]]
+
+    path.write_text("Image_Name,Breed\nimg_001,tabby\n")  # a header: its first cell is words
+    table = read_labels_csv(path)
+    assert table.headers == ["Breed"] and table.rows == [(2, "img_001", ["tabby"])]
+    path.write_text("img_001,tabby\n")  # no header: img_001 is an id
+    assert read_labels_csv(path).rows == [(1, "img_001", ["tabby"])]
+
+    path.write_text("id;hair;eyes\n0;blue;red\n")  # not comma-separated
+    with pytest.raises(PipelineError, match="no label column"):
+        read_labels_csv(path)
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("7,aqua hair aqua", ["line 9", "'<value> hair <value> eyes'"]),
+        ("7,aqua hair aqua eyes tall height", ["line 9"]),
+        ("7,aqua eyes aqua hair", ["line 9"]),
+        ("7,aqua,hair", ["line 9", "3 columns"]),
+        (",aqua hair aqua eyes", ["line 9", "id is empty"]),
+        ("3,aqua hair aqua eyes", ["line 9", "repeats line 4"]),
+    ],
+)
+def test_malformed_row_fails_naming_file_and_line(cli, anime_root, tmp_path, line, words):
+    lines = (anime_root / "tags.csv").read_text().splitlines()[:8]
+    lines += [line, "8,red hair red eyes"]
+    labels = tmp_path / "bad-tags.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", anime_root, "--labels", labels, "--out", out)
+    assert_one_line_error(result, "bad-tags.csv", *words)
+    assert not out.exists()
+
+
+def test_ambiguous_stem_is_an_error(tmp_path, anime_root):
+    copy_images(anime_root, tmp_path / "root" / "a", ["0.jpg"])
+    copy_images(anime_root, tmp_path / "root" / "b", ["0.jpg"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n0,x\n")
+    with pytest.raises(PipelineError, match="line 2: id '0' matches several images"):
+        ImageFolderSource(tmp_path / "root", labels).plan()
+    labels.write_text("id,label\na/0,x\nb/0.jpg,y\n")
+    plan = ImageFolderSource(tmp_path / "root", labels).plan()
+    assert plan.counts["images_without_row"] == 0
+
+
+# -- bad folders and bad images ------------------------------------------------------------
+
+
+def test_missing_root_and_labels(cli, tmp_path, anime_root):
+    result = cli("ingest", "images", "--root", tmp_path / "nope")
+    assert_one_line_error(result, "nope", "does not exist")
+    result = cli("ingest", "images", "--root", anime_root, "--labels", tmp_path / "tags.csv")
+    assert_one_line_error(result, "tags.csv", "does not exist")
+    result = cli("ingest", "images", "--root", anime_root, "--name", "a/b")
+    assert_one_line_error(result, "--name")
+
+
+def test_empty_folder(cli, tmp_path):
+    root = tmp_path / "empty"
+    (root / "sub").mkdir(parents=True)
+    (root / "readme.txt").write_text("no pictures here")
+    (root / ".hidden.jpg").write_bytes(b"ignored")
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--out", out)
+    assert_one_line_error(result, "no images", str(root))
+    assert not out.exists()
+
+
+def test_corrupt_images_are_skipped_and_listed(cli, anime_root, tmp_path):
+    root = tmp_path / "mixed"
+    good = copy_images(anime_root, root, [f"{i}.jpg" for i in range(6)])
+    (root / "notes.JPG").write_text("this is text, not a picture")
+    data = good[0].read_bytes()
+    (root / "half.jpeg").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = cli(
+        "ingest", "images", "--root", root, "--out", out, "--workers", "1", "--max-bad", "2"
+    )
+    assert result.exit_code == 0, result.output
+    manifest = manifest_of(out)
+    assert manifest["splits"]["train"]["rows"] == 6
+    skipped = {r["key"]: r["reason"] for r in manifest["skipped"]["records"]}
+    assert set(skipped) == {"notes.JPG", "half.jpeg"}
+    assert "not an image" in skipped["notes.JPG"]
+    assert "half.jpeg" in result.stdout
+
+    out = tmp_path / "strict"
+    result = cli(
+        "ingest", "images", "--root", root, "--out", out, "--workers", "1", "--max-bad", "0"
+    )
+    assert_one_line_error(result, "--max-bad")
+    assert not (out / "manifest.json").exists()
+
+
+def test_workers_give_the_same_bytes(anime_root, tmp_path):
+    """The source survives the pickle to worker processes; shards do not depend on workers."""
+    from pipeline.data.ingest import IngestOptions, ingest
+
+    hashes = []
+    for workers in (1, 2):
+        source = ImageFolderSource(anime_root, anime_root / "tags.csv", size=32)
+        result = ingest(
+            source,
+            IngestOptions(
+                out=str(tmp_path / f"w{workers}"),
+                size=32,
+                workers=workers,
+                limit=200,
+                shard_rows=64,
+            ),
+        )
+        hashes.append(
+            [
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(result.path.rglob("*.arrow"))
+            ]
+        )
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 4

@@ -188,7 +188,7 @@ def test_real_sample_splits_attrs_and_truncation_report(cli, celeba_root, tmp_pa
     )
 
     manifest = manifest_of(out)
-    assert manifest["name"] == "celeba-64"
+    assert manifest["name"] == out.name  # the folder is the name
     assert manifest["labels"] is None
     assert manifest["attributes"] == {"column": "attrs", "names": real_lines(ATTR)[1].split()}
     assert manifest["recipe"]["crop"] == "center"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -144,8 +145,8 @@ def test_subfolder_names_are_classes(cli, anime_root, tmp_path):
     copy_images(anime_root, root / "cat", names[3:6])
     copy_images(anime_root, root / "owl" / "nested", names[6:9])
     copy_images(anime_root, root, names[9:])  # outside any class folder
-    out = tmp_path / "out"
-    result = cli("ingest", "images", "--root", root, "--out", out, "--workers", "1")
+    out = Path(os.environ["PIPELINE_DATA"]) / "pets-64"  # the default name and place
+    result = cli("ingest", "images", "--root", root, "--workers", "1")
     assert result.exit_code == 0, result.output
 
     manifest = manifest_of(out)

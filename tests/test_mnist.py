@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -76,8 +77,8 @@ def small_mnist(folder: Path, images: np.ndarray, labels: np.ndarray, gz: bool =
 
 
 def test_real_sample_test_split(cli, mnist_root, tmp_path, t10k_images, t10k_labels):
-    out = tmp_path / "mnist"
-    result = cli("ingest", "mnist", "--root", mnist_root, "--out", out, "--workers", "1")
+    out = Path(os.environ["PIPELINE_DATA"]) / "mnist-32"  # the default name and place
+    result = cli("ingest", "mnist", "--root", mnist_root, "--workers", "1")
     assert result.exit_code == 0, result.output
 
     manifest = json.loads((out / "manifest.json").read_text())

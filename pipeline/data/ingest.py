@@ -100,8 +100,12 @@ def ingest(
     if total == 0:
         raise PipelineError(f"the {source.kind} source holds no images: nothing to ingest")
     recipe = plan.recipe
-    name = source.default_name(recipe.size)
-    out = Path(options.out).expanduser().resolve() if options.out else data_dir() / name
+    out = (
+        Path(options.out).expanduser().resolve()
+        if options.out
+        else data_dir() / source.default_name(recipe.size)
+    )
+    name = out.name  # the folder name is the dataset's name, as `pipeline datasets` lists it
     image_type = shards.image_type(recipe.size, recipe.channels, options.encoding)
     row_bytes = recipe.size * recipe.size * recipe.channels
     shard_rows = options.shard_rows or max(256, TARGET_SHARD_BYTES // row_bytes)

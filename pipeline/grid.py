@@ -37,7 +37,9 @@ def make_grid(
     cols = max(1, min(nrow, n))
     rows = max(1, math.ceil(n / cols))
     font = _font(max(9, min(14, w // 8))) if captions else None
-    lines = max((len(t.split("\n")) for t in captions), default=0) if captions else 0
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    texts = [_wrap(t, measure, font, w) for t in captions] if captions else []
+    lines = max((len(t.split("\n")) for t in texts), default=0)
     caption_h = (font.size + 2) * lines + 2 if captions else 0
     cell_w, cell_h = w + padding, h + caption_h + padding
     canvas = Image.new("RGB", (cols * cell_w + padding, rows * cell_h + padding), (background,) * 3)
@@ -47,13 +49,7 @@ def make_grid(
         y = padding + (i // cols) * cell_h
         canvas.paste(Image.fromarray(images[i]), (x, y))
         if captions:
-            draw.multiline_text(
-                (x + 1, y + h + 1),
-                _fit(captions[i], draw, font, w),
-                fill=(0, 0, 0),
-                font=font,
-                spacing=2,
-            )
+            draw.multiline_text((x + 1, y + h + 1), texts[i], fill=(0, 0, 0), font=font, spacing=2)
     return canvas
 
 
@@ -64,13 +60,24 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
-    """Cut each caption line to the tile width, marking the cut with '…'."""
-    fitted = []
-    for line in text.split("\n"):
-        if draw.textlength(line, font=font) > width:
-            while line and draw.textlength(line + "…", font=font) > width:
-                line = line[:-1]
-            line += "…"
-        fitted.append(line)
-    return "\n".join(fitted)
+def _wrap(text: str, draw: ImageDraw.ImageDraw, font, width: int, max_lines: int = 4) -> str:
+    """Wrap a caption's words to the tile width (at most `max_lines`, the cut marked '…')."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}".strip()
+            if line and draw.textlength(candidate, font=font) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += "…"
+    for i, line in enumerate(lines):  # a single word wider than the tile
+        while len(line) > 1 and draw.textlength(line, font=font) > width:
+            line = line[:-2] + "…"
+        lines[i] = line
+    return "\n".join(lines)

@@ -39,3 +39,31 @@ def test_make_grid_places_tiles_in_rows():
     assert grid.shape == (1 + 2 * 5, 1 + 2 * 5, 3)
     assert grid[1, 1, 0] == 10 and grid[1, 6, 0] == 20 and grid[6, 1, 0] == 30
     assert grid[6, 6, 0] == 255  # empty cell keeps the background
+
+
+def test_anime_grid_is_captioned_with_hair_and_eyes(cli, anime_root, tmp_path):
+    """The acceptance check: tags.csv becomes hair and eye labels, and the grid shows them."""
+    from pipeline.data.catalog import captions
+    from pipeline.data.reader import ShardDataset
+
+    out = tmp_path / "anime-64"
+    result = cli(
+        "ingest", "images", "--root", anime_root, "--labels", anime_root / "tags.csv", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    data = ShardDataset(out)
+    batch = data.take(range(len(data)), keys=True)
+    tags = {}
+    for line in (anime_root / "tags.csv").read_text().splitlines():
+        image_id, text = line.split(",", 1)
+        hair, _, eyes, _ = text.split()
+        tags[image_id] = f"{hair} hair\n{eyes} eyes"
+    texts = captions(data.manifest, batch)
+    for key, text in zip(batch["key"], texts, strict=True):
+        assert text == tags[Path(key).stem], key
+    grid = tmp_path / "anime.png"
+    shown = cli("datasets", "show", out, "--grid", grid, "--n", "16")
+    assert shown.exit_code == 0, shown.output
+    assert "hair (label_hair): 12 classes" in shown.stdout
+    width, height = Image.open(grid).size
+    assert width == 8 * (64 + 2) + 2 and height > 2 * (64 + 2)  # captions under the tiles

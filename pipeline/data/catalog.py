@@ -105,7 +105,7 @@ def describe(root: Path) -> list[str]:
 
 def sample_grid(root: Path, out: Path, n: int = 64, split: str = "train", seed: int = 0) -> Path:
     """Write a PNG grid of `n` random samples of `split`, each captioned with its labels."""
-    from pipeline.data.reader import MISSING, ShardDataset
+    from pipeline.data.reader import ShardDataset
     from pipeline.grid import make_grid
 
     if n < 1:
@@ -116,36 +116,44 @@ def sample_grid(root: Path, out: Path, n: int = 64, split: str = "train", seed: 
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(data), size=min(n, len(data)), replace=False))
     batch = data.take(rows)
-    groups = (data.labels or {}).get("groups", [])
-    attrs = data.manifest.get("attributes")
-    captions = []
-    for i in range(len(rows)):
-        parts = []
-        for group in groups:
-            value = int(batch[group["column"]][i])
-            parts.append("?" if value == MISSING else group["classes"][value])
-        if attrs:
-            values = batch[attrs["column"]][i]
-            if (values == MISSING).all():
-                parts.append("no attrs")
-            else:
-                on = [
-                    a
-                    for a in CAPTION_ATTRS
-                    if a in attrs["names"] and values[attrs["names"].index(a)] == 1
-                ]
-                parts.append(" ".join(a.replace("_", " ") for a in on) or "-")
-        captions.append("\n".join(parts))
-    has_captions = any(captions)
-    scale = max(1, 96 // data.shape[1]) if has_captions else 1
-    image = make_grid(
-        batch["image"], nrow=8, scale=scale, captions=captions if has_captions else None
-    )
+    texts = captions(data.manifest, batch)
+    scale = max(1, 96 // data.shape[1]) if texts else 1
+    image = make_grid(batch["image"], nrow=8, scale=scale, captions=texts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     image.save(tmp, format="PNG")
     tmp.replace(out)
     return out
+
+
+def captions(manifest: dict, batch: dict[str, np.ndarray]) -> list[str] | None:
+    """One caption per row: its class in each label group, or its salient CelebA attributes.
+
+    None for a dataset with neither labels nor attributes.
+    """
+    from pipeline.data.reader import MISSING
+
+    groups = (manifest.get("labels") or {}).get("groups", [])
+    attrs = manifest.get("attributes")
+    if not groups and not attrs:
+        return None
+    texts = []
+    for i in range(len(batch["image"])):
+        parts = []
+        for group in groups:
+            value = int(batch[group["column"]][i])
+            text = "?" if value == MISSING else group["classes"][value]
+            parts.append(text if len(groups) == 1 else f"{text} {group['name']}")
+        if attrs:
+            values = batch[attrs["column"]][i]
+            if (values == MISSING).all():
+                parts.append("no attrs")
+            else:
+                names = attrs["names"]
+                on = [a for a in CAPTION_ATTRS if a in names and values[names.index(a)] == 1]
+                parts.append(" ".join(a.replace("_", " ") for a in on) or "-")
+        texts.append("\n".join(parts))
+    return texts
 
 
 def _labels_text(manifest: dict) -> str:

@@ -122,6 +122,7 @@ class RichProgress:
                 speed = task.finished_speed or task.speed
                 return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="cyan")
 
+        console = Console(stderr=True)
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -130,8 +131,10 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=False,
+            # Off the terminal (CI logs, pipes) a live bar is only noise: the summary says it all.
+            disable=not console.is_terminal,
         )
         self._bar.__enter__()
         self._task = None
@@ -147,6 +150,7 @@ class RichProgress:
         if exc_type is not None and self._task is not None:
             # A failed ingest ends with its one error line only, not a half-drawn bar.
             self._bar.update(self._task, visible=False)
+            self._bar.live.transient = True
         return self._bar.__exit__(exc_type, exc, tb)
 
 

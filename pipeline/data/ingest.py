@@ -120,6 +120,7 @@ def ingest(
         [(c.name, str(c.type)) for c in plan.columns],
     )
 
+    created = not out.exists()
     existing = _claim_output(out, key, options.overwrite)
     if existing is not None:
         return IngestResult(path=out, manifest=existing, up_to_date=True)
@@ -203,6 +204,12 @@ def ingest(
                     options,
                     image_type,
                 )
+    except BaseException:
+        if not done:  # nothing worth resuming: leave no trace of this run
+            _remove_dataset(out)
+            if created:
+                out.rmdir()
+        raise
     finally:
         if pool is not None:
             pool.terminate()

@@ -136,22 +136,27 @@ class RichProgress:
             # Off the terminal (CI logs, pipes) a live bar is only noise: the summary says it all.
             disable=not console.is_terminal,
         )
-        self._bar.__enter__()
         self._task = None
         return self
 
     def start(self, description: str, total: int, completed: int) -> None:
+        # The live display (and its refresh thread) starts only now, after the engine has
+        # started its worker pool: see pipeline.data.ingest._start_method.
+        self._bar.start()
         self._task = self._bar.add_task(description, total=total, completed=completed)
 
     def advance(self, n: int) -> None:
         self._bar.advance(self._task, n)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self._task is not None:
+        if self._task is None:
+            return None
+        if exc_type is not None:
             # A failed ingest ends with its one error line only, not a half-drawn bar.
             self._bar.update(self._task, visible=False)
             self._bar.live.transient = True
-        return self._bar.__exit__(exc_type, exc, tb)
+        self._bar.stop()
+        return None
 
 
 def print_summary(result) -> None:

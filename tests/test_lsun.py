@@ -272,16 +272,32 @@ def test_dry_run_writes_nothing(cli, lsun_lmdb, tmp_path):
 
 
 @pytest.mark.slow
-def test_shards_do_not_depend_on_worker_count(lsun_lmdb, tmp_path):
-    hashes = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
+def test_shards_do_not_depend_on_worker_count_or_start_method(lsun_lmdb, tmp_path):
+    """1 worker, 2 forked workers, and 2 spawned ones (spawn is chosen while another thread
+    runs) write the same bytes."""
+    import threading
+
+    from pipeline.data.ingest import _start_method
+
+    def run(name: str, workers: int) -> dict[str, str]:
+        out = tmp_path / name
         ingest(
             LsunSource("bedroom", lsun_lmdb, size=32),
             IngestOptions(out=str(out), size=32, workers=workers, shard_rows=50),
         )
-        hashes.append(shard_hashes(out))
-    assert hashes[0] == hashes[1] and len(hashes[0]) == 5
+        return shard_hashes(out)
+
+    one, forked = run("one", 1), run("forked", 2)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert _start_method().get_start_method() == "spawn"
+        spawned = run("spawned", 2)
+    finally:
+        stop.set()
+        other.join()
+    assert one == forked == spawned and len(one) == 5
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ class ShardDataset:
         self.column_names: list[str] = []
         self._images: list = []
         self._keys: list[pa.Array] = []
-        self._columns: dict[str, list[np.ndarray]] = {}
+        parts: dict[str, list[np.ndarray]] = {}
         counts = []
         for shard in splits[split]["shards"]:
             path = self.root / shard["file"]
@@ -69,7 +69,9 @@ class ShardDataset:
             self._keys.append(batch.column("key"))
             self._images.append(self._image_view(batch.column("image")))
             for name in batch.schema.names[2:]:
-                self._columns.setdefault(name, []).append(_numeric_view(batch.column(name)))
+                parts.setdefault(name, []).append(_numeric_view(batch.column(name)))
+        # Labels and attributes are small (bytes per row): one array each, indexed directly.
+        self._columns = {name: np.concatenate(arrays) for name, arrays in parts.items()}
         self.column_names = list(self._columns)
         self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
@@ -96,19 +98,15 @@ class ShardDataset:
         indices = np.asarray(indices, dtype=np.int64)
         shard_ids = np.searchsorted(self.offsets, indices, side="right") - 1
         local = indices - self.offsets[shard_ids]
-        groups = [(s, shard_ids == s) for s in np.unique(shard_ids)]
-        out = {"image": np.empty((len(indices), *self.shape), dtype=np.uint8)}
-        for s, mask in groups:
-            if self.encoding == "raw":
-                out["image"][mask] = self._images[s][local[mask]]
-            else:
-                out["image"][mask] = [self._decode(s, i) for i in local[mask]]
+        images = np.empty((len(indices), *self.shape), dtype=np.uint8)
+        # Row by row: a batch of a big dataset touches ~100 shards, and one boolean mask per
+        # shard cost 3x more than these copies (benchmarks/loader.py).
+        fetch = self._images if self.encoding == "raw" else None
+        for row, (s, i) in enumerate(zip(shard_ids.tolist(), local.tolist(), strict=True)):
+            images[row] = fetch[s][i] if fetch is not None else self._decode(s, i)
+        out = {"image": images}
         for name in self.column_names if columns is None else columns:
-            parts = self._columns[name]
-            values = np.empty((len(indices), *parts[0].shape[1:]), dtype=parts[0].dtype)
-            for s, mask in groups:
-                values[mask] = parts[s][local[mask]]
-            out[name] = values
+            out[name] = self._columns[name][indices]
         if keys:
             out["key"] = np.array(
                 [self._keys[s][int(i)].as_py() for s, i in zip(shard_ids, local, strict=True)]

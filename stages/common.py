@@ -72,11 +72,16 @@ Overwrite = Annotated[
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
 
 
-def ingest_options(**values):
+def ingest_options(params: dict):
+    """The `IngestOptions` of an ingest command, from its parameters (`locals()`): every
+    command takes the same shared options above, and this picks them out by name."""
+    import dataclasses
+
     from pipeline.config import from_dict
     from pipeline.data.ingest import IngestOptions
 
-    values["out"] = str(values["out"]) if values.get("out") is not None else None
+    values = {f.name: params[f.name] for f in dataclasses.fields(IngestOptions)}
+    values["out"] = str(values["out"]) if values["out"] is not None else None
     return from_dict(IngestOptions, values)
 
 

@@ -76,17 +76,7 @@ def lsun(
     """Ingest an LSUN scene category from its released LMDB."""
     from pipeline.data.sources import lsun as lsun_source
 
-    options = ingest_options(
-        out=out,
-        size=size,
-        encoding=encoding,
-        quality=quality,
-        workers=workers,
-        limit=limit,
-        max_bad=max_bad,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-    )
+    options = ingest_options(locals())
     if category not in lsun_source.CATEGORIES:
         from pipeline.config import ConfigError
 
@@ -150,9 +140,6 @@ def lsun_bedroom(
         overwrite=overwrite,
         dry_run=dry_run,
     )
-
-
-# -- more sources are added below this line ------------------------------------------------
 
 
 # -- CelebA --------------------------------------------------------------------------------
@@ -220,17 +207,7 @@ def celeba(
     """Ingest CelebA: the official train/val/test splits, 40 attributes and identities."""
     from pipeline.data.sources import celeba as celeba_source
 
-    options = ingest_options(
-        out=out,
-        size=size,
-        encoding=encoding,
-        quality=quality,
-        workers=workers,
-        limit=limit,
-        max_bad=max_bad,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-    )
+    options = ingest_options(locals())
     margin = celeba_source.check_bbox_margin(crop, bbox_margin)
     files = celeba_source.locate(root, crop, attrs=not no_attrs, identity=not no_identity)
     config = {
@@ -306,17 +283,7 @@ def images(
     """Ingest a folder of images, labelled by sub-folder or by a CSV (e.g. anime hair/eye tags)."""
     from pipeline.data.sources import images as images_source
 
-    options = ingest_options(
-        out=out,
-        size=size,
-        encoding=encoding,
-        quality=quality,
-        workers=workers,
-        limit=limit,
-        max_bad=max_bad,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-    )
+    options = ingest_options(locals())
     folder = images_source.check_root(root)
     labels_file = images_source.check_labels_file(labels) if labels is not None else None
     if name is not None:
@@ -368,17 +335,7 @@ def mnist(
     """Ingest MNIST from its idx files: train and test splits, one channel, digits 0-9."""
     from pipeline.data.sources import mnist as mnist_source
 
-    options = ingest_options(
-        out=out,
-        size=size,
-        encoding=encoding,
-        quality=quality,
-        workers=workers,
-        limit=limit,
-        max_bad=max_bad,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-    )
+    options = ingest_options(locals())
     folder = mnist_source.locate(root)
     run_ingest(
         lambda: mnist_source.MnistSource(folder, size=size),

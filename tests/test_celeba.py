@@ -5,7 +5,6 @@ files, images without a partition row, and in-the-wild photos cut by bounding bo
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pickle
 import shutil
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.sample_data import SHARED
+from tests.shard_checks import assert_one_line_error, manifest_of, read_plain
 
 SAMPLE = SHARED / "celeba"
 ATTR, IDENTITY, PARTITION, BBOX = (
@@ -30,12 +30,6 @@ SPLITS = ("train", "val", "test")
 
 
 # -- helpers: independent readers (plain pyarrow, plain text) ------------------------------
-
-
-def read_plain(folder: Path) -> pa.Table:
-    """All shards of a split with plain pyarrow, no project code."""
-    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
-    return pa.concat_tables(tables)
 
 
 @functools.lru_cache
@@ -114,23 +108,9 @@ def make_root(
     return folder
 
 
-def manifest_of(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
 def flat(text: str) -> str:
     """Rich wraps long lines; compare text with whitespace runs joined."""
     return " ".join(text.split())
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("error: ")
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in err, err
 
 
 def assert_nothing_written(out: Path) -> None:

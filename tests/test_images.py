@@ -3,8 +3,6 @@ CSVs, and the ways a folder or a labels file can be wrong."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -15,26 +13,7 @@ import pytest
 
 from pipeline.data.sources.images import ImageFolderSource, read_labels_csv
 from pipeline.errors import PipelineError
-
-
-def read_plain(folder: Path) -> pa.Table:
-    """All shards of a split with plain pyarrow, no project code."""
-    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
-    return pa.concat_tables(tables)
-
-
-def manifest_of(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
-    for word in words:
-        assert word in errors[0], errors[0]
+from tests.shard_checks import assert_one_line_error, manifest_of, read_plain, shard_hashes
 
 
 def anime_tags(anime_root: Path) -> dict[str, tuple[str, str]]:
@@ -336,10 +315,5 @@ def test_workers_give_the_same_bytes(anime_root, tmp_path):
                 shard_rows=64,
             ),
         )
-        hashes.append(
-            [
-                hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(result.path.rglob("*.arrow"))
-            ]
-        )
+        hashes.append(shard_hashes(result.path))
     assert hashes[0] == hashes[1] and len(hashes[0]) == 4

@@ -17,29 +17,7 @@ import pytest
 from pipeline.data.ingest import IngestOptions, ingest
 from pipeline.data.sources.lsun import LsunSource, write_lmdb
 from tests.sample_data import broken_keys, lsun_lmdb_from_celeba
-
-
-def read_plain(folder: Path) -> pa.Table:
-    """All shards of a split with plain pyarrow, no project code."""
-    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
-    return pa.concat_tables(tables)
-
-
-def shard_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.arrow"))
-    }
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("error: ")
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in err, err
+from tests.shard_checks import assert_one_line_error, read_plain, shard_hashes
 
 
 def test_ingests_every_good_record_and_lists_the_bad(cli, lsun_lmdb, tmp_path):

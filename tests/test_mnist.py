@@ -4,7 +4,6 @@ and idx files that are wrong in each of the ways the source must explain."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -15,22 +14,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.data.sources.mnist import MnistSource
-
-
-def read_plain(folder: Path) -> pa.Table:
-    """All shards of a split with plain pyarrow, no project code."""
-    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
-    return pa.concat_tables(tables)
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
-    for word in words:
-        assert word in errors[0], errors[0]
+from tests.shard_checks import assert_one_line_error, read_plain, shard_hashes
 
 
 def parse_idx(path: Path) -> np.ndarray:
@@ -134,12 +118,7 @@ def test_workers_reload_the_images_lazily(mnist_root, tmp_path):
                 shard_rows=256,
             ),
         )
-        hashes.append(
-            [
-                hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(result.path.rglob("*.arrow"))
-            ]
-        )
+        hashes.append(shard_hashes(result.path))
     assert hashes[0] == hashes[1] and len(hashes[0]) == 3
 
 

@@ -1,0 +1,39 @@
+"""Checks the ingest tests share: shards read back with plain pyarrow, manifests, hashes, and
+what a bad input must look like at the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+
+def read_plain(folder: Path) -> pa.Table:
+    """All shards of a split with plain pyarrow, no project code."""
+    tables = [pa.ipc.open_file(str(p)).read_all() for p in sorted(folder.glob("shard-*.arrow"))]
+    return pa.concat_tables(tables)
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def shard_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every shard under a dataset folder, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.arrow"))
+    }
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    """Exit status 1, one `error: ...` line on stderr holding `words`, no traceback."""
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in err, err

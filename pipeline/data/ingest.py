@@ -263,6 +263,7 @@ def _start_method():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
+
 _WORKER: tuple | None = None
 
 

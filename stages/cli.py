@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, ingest, quickstart
+from stages import datasets, ingest, quickstart, train
 
 app = typer.Typer(
     name="pipeline",
@@ -17,6 +17,8 @@ app = typer.Typer(
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 app.command("quickstart")(quickstart.quickstart)
+app.command("train")(train.train)
+app.command("sample")(train.sample)
 
 
 def main() -> None:

@@ -123,6 +123,7 @@ class ShardDataset:
         shuffle: bool = True,
         drop_last: bool = True,
         columns: Sequence[str] | None = None,
+        rows: np.ndarray | None = None,
     ) -> ShardLoader:
         return ShardLoader(
             self,
@@ -133,6 +134,7 @@ class ShardDataset:
             shuffle=shuffle,
             drop_last=drop_last,
             columns=columns,
+            rows=rows,
         )
 
     def _image_view(self, column: pa.Array):
@@ -170,7 +172,9 @@ class ShardLoader:
         shuffle: bool = True,
         drop_last: bool = True,
         columns: Sequence[str] | None = None,
+        rows: np.ndarray | None = None,
     ):
+        """`rows`: the subset of the split to draw from (e.g. the rows that have labels)."""
         if batch_size < 1:
             raise PipelineError(f"batch size {batch_size} must be at least 1")
         if not 0 <= rank < world_size:
@@ -179,11 +183,12 @@ class ShardLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.drop_last, self.columns = shuffle, drop_last, columns
         self.epoch = 0
-        self.rows_per_rank = len(dataset) // world_size
+        self.rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.rows_per_rank = len(self.rows) // world_size
         if self.rows_per_rank < (batch_size if drop_last else 1):
             raise PipelineError(
-                f"{dataset.root.name}/{dataset.split} has {len(dataset)} rows: too few for "
-                f"{world_size} rank(s) with batches of {batch_size}"
+                f"{dataset.root.name}/{dataset.split} has {len(self.rows)} usable rows: too few "
+                f"for {world_size} rank(s) with batches of {batch_size}"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -191,11 +196,9 @@ class ShardLoader:
 
     def indices(self) -> np.ndarray:
         """This rank's rows for the current epoch, in order."""
-        n = len(self.dataset)
+        order = self.rows
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
-        else:
-            order = np.arange(n)
+            order = order[np.random.default_rng([self.seed, self.epoch]).permutation(len(order))]
         return order[self.rank : self.rows_per_rank * self.world_size : self.world_size]
 
     def __len__(self) -> int:

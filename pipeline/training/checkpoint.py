@@ -1,0 +1,72 @@
+"""Checkpoints: plain dicts of state_dicts plus the config, loaded with weights_only=True.
+
+One file, `checkpoint.pt`, holds G, D, G_ema, both optimizers, the position (epoch, batch in
+epoch, step, images seen), rank 0's RNG states, the resolved config and the label plan. The
+learning-rate schedule is a pure function of the epoch and the config, so it has no state
+to save: a resumed (or PBT-mutated) config's rates apply from the next step on.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import PipelineError
+
+FORMAT = "pipeline-gan-checkpoint"
+VERSION = 1
+FILE = "checkpoint.pt"
+
+
+def save(path: Path, state: dict) -> Path:
+    """Write `state` (plus format tags and RNG states) atomically to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": list(random.getstate()[1]),
+        },
+        **state,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint of ours; a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE
+    if not path.is_file():
+        raise PipelineError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise PipelineError(
+            f"{path} is not a pipeline checkpoint ({type(exc).__name__}); pass a checkpoint.pt "
+            "written by `pipeline train` or an MLflow run id"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PipelineError(f"{path} is not a pipeline checkpoint (no {FORMAT!r} tag)")
+    if state.get("version", 0) > VERSION:
+        raise PipelineError(f"{path} was written by a newer pipeline; upgrade to read it")
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    rng = state.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if rng.get("python"):
+        random.setstate((3, tuple(rng["python"]), None))

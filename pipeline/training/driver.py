@@ -55,6 +55,15 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
             f"{', '.join(manifest['splits'])}"
         )
     check_config(config.model, config.loss, image_size=manifest["image"]["height"])
+    if (
+        "sync-batch" in (config.model.norm_g, config.model.norm_d)
+        and config.gpus_per_worker == 0
+        and config.workers > 1
+    ):
+        raise ConfigError(
+            "sync-batch norm needs GPUs (torch's SyncBatchNorm has no CPU kernel); use batch "
+            "on CPU, or --gpus-per-worker 1"
+        )
     if config.conditional:
         plan = plan_labels(manifest, config.data.groups, config.data.attrs)
         rows = _labelled_count(path, config, plan)

@@ -224,7 +224,8 @@ def run_worker(
     D = build_discriminator(config.model, image_size, channels, classes).to(device)
     # G_ema keeps plain batch norm even when G's is synchronised: it is sampled on rank 0 only.
     G_ema = copy.deepcopy(G).requires_grad_(False)
-    if distributed and "sync-batch" in (config.model.norm_g, config.model.norm_d):
+    # SyncBatchNorm runs on GPUs only (the driver refuses it for CPU runs of several workers).
+    if distributed and cuda and "sync-batch" in (config.model.norm_g, config.model.norm_d):
         if config.model.norm_g == "sync-batch":
             G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
         if config.model.norm_d == "sync-batch":

@@ -1,0 +1,110 @@
+"""The per-worker loop without Ray (world size 1): what every DDP rank runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError
+from pipeline.training import checkpoint as ckpt
+from pipeline.training.config import load_train_config
+from pipeline.training.loop import LocalContext, run_worker
+from tests.train_fixtures import TINY, anime_dataset
+
+
+@pytest.fixture(scope="module")
+def anime(tmp_path_factory):
+    from tests.conftest import require_shared
+
+    require_shared("anime-mlds2018")
+    return anime_dataset(tmp_path_factory.mktemp("train"))
+
+
+def config(family: str, dataset, **options):
+    return load_train_config(
+        family, options={"data.dataset": str(dataset), "workers": 1, **TINY, **options}
+    )
+
+
+def test_dcgan_epoch_reports_metrics_grid_and_checkpoint(anime, tmp_path):
+    grids = []
+    ctx = LocalContext(tmp_path)
+    last = run_worker(
+        config("dcgan", anime, epochs=1), ctx, str(anime), lambda m, g, r, f: grids.append(g)
+    )
+    assert last["epoch"] == 1 and last["step"] == 566 // 32
+    assert last["images_seen"] == 17 * 32
+    for key in (
+        "loss_d",
+        "loss_g",
+        "D_x",
+        "D_G_z",
+        "grad_norm_d",
+        "grad_norm_g",
+        "fake_mean_r",
+        "real_std_b",
+        "color_gap",
+        "diversity",
+        "images_per_s",
+    ):
+        assert math.isfinite(last[key]), key
+    assert 0 < last["D_x"] < 1 and last["nonfinite"] == 0
+    assert grids[0].size == (8 * 66 + 2, 8 * 66 + 2)  # 64 samples of 32 px shown at 64 px
+    state = ckpt.load(ctx.checkpoint())
+    assert state["step"] == 17 and set(state) >= {"G", "D", "G_ema", "opt_g", "opt_d", "rng"}
+
+
+def test_resume_continues_step_count_and_optimizers(anime, tmp_path):
+    ctx = LocalContext(tmp_path)
+    run_worker(config("dcgan", anime, epochs=1), ctx, str(anime))
+    first = ckpt.load(ctx.checkpoint())
+    last = run_worker(config("dcgan", anime, epochs=2), ctx, str(anime))
+    assert last["epoch"] == 2 and last["step"] == 34
+    second = ckpt.load(ctx.checkpoint())
+    # Adam's step counter went on from the first run's, not from zero.
+    step_of = lambda s: next(iter(s["opt_g"]["state"].values()))["step"]  # noqa: E731
+    assert float(step_of(second)) == 2 * float(step_of(first))
+
+
+def test_acgan_conditions_on_hair_and_eyes(anime, tmp_path):
+    rows = []
+    last = run_worker(
+        config("acgan", anime, epochs=1),
+        LocalContext(tmp_path),
+        str(anime),
+        lambda m, g, r, f: rows.append(r),
+    )
+    assert 0 <= last["acc_real"] <= 1 and 0 <= last["acc_fake"] <= 1
+    assert math.isfinite(last["loss_d_cls"]) and math.isfinite(last["loss_g_cls"])
+    assert rows[0][:3] == ["aqua", "black", "blonde"]  # one grid row per hair colour
+
+
+def test_wgan_gp_uses_the_penalty_and_n_critic(anime, tmp_path):
+    last = run_worker(config("wgan-gp", anime, epochs=1), LocalContext(tmp_path), str(anime))
+    assert last["loss_gp"] >= 0 and "loss_g" in last
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        from pipeline.training.driver import prepare
+
+        prepare(config("wgan-gp", anime, **{"model.norm_d": "batch"}))
+
+
+def test_nonfinite_loss_stops_the_run(anime, tmp_path):
+    last = run_worker(
+        config("dcgan", anime, epochs=2, z_std=float("inf")), LocalContext(tmp_path), str(anime)
+    )
+    assert last["nonfinite"] == 1 and last["step"] == 1
+
+
+def test_checkpoint_is_plain_state_dicts(anime, tmp_path):
+    ctx = LocalContext(tmp_path)
+    run_worker(config("dcgan", anime, epochs=1), ctx, str(anime))
+    state = torch.load(ctx.checkpoint() / ckpt.FILE, weights_only=True)  # no pickled code
+    assert state["format"] == ckpt.FORMAT
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"hello": 1}, bogus)
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="not a pipeline checkpoint"):
+        ckpt.load(bogus)

@@ -12,6 +12,7 @@ call it from inside its Tune function.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -92,6 +93,10 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         handle = tracking.find_run(uri, resume)
         resume_dir = _fetch_checkpoint(handle)
     dataset_path, manifest = prepare(config)
+    if not os.environ.get("RAY_ADDRESS"):
+        _check_local_resources(config)  # before Ray starts
+    _start_ray()
+    _check_resources(config)  # before the MLflow run is created
     if resume is None:
         tracking.prepare_store(uri)
         name = config.run_name or (
@@ -116,8 +121,6 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         tracking.reopen_run(handle)
         config = replace(config, run_name=handle.name)
 
-    _start_ray()
-    _check_resources(config)
     trainer = build_trainer(config, handle, dataset_path, resume_dir=resume_dir)
     status, metrics, checkpoint = "FAILED", {}, None
     try:
@@ -253,14 +256,16 @@ def _start_ray() -> None:
     address = os.environ.get("RAY_ADDRESS")
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
         else:
-            ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+            # The dashboard stays on: Ray Train's placement-group cleaner needs its state API.
+            ray.init(log_to_driver=True, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as exc:
         raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
 
 
 def _check_resources(config: TrainConfig) -> None:
+    """Refuse a run the cluster cannot hold: Ray would wait for ever for the resources."""
     import ray
 
     have = ray.cluster_resources()
@@ -275,6 +280,18 @@ def _check_resources(config: TrainConfig) -> None:
         raise PipelineError(
             f"{config.workers} worker(s) x {config.cpus_per_worker} CPU = {need_cpu:g} CPUs asked, "
             f"the Ray cluster has {have.get('CPU', 0):g}; lower --workers"
+        )
+
+
+def _check_local_resources(config: TrainConfig) -> None:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    need = config.workers * config.gpus_per_worker
+    if need > gpus:
+        raise PipelineError(
+            f"{config.workers} worker(s) x {config.gpus_per_worker:g} GPU = {need:g} GPUs asked, "
+            f"this machine has {gpus}; lower --workers or --gpus-per-worker"
         )
 
 

@@ -1,0 +1,207 @@
+"""`pipeline train` end to end: Ray Train with 2 workers (DDP over gloo), MLflow, real data.
+
+Slow: each fit pays Ray Train's start-up (~15 s here). Ray is started once per session in
+this process and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_shared
+from tests.shard_checks import assert_one_line_error
+from tests.train_fixtures import anime_dataset
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    require_shared("celeba")
+    from pipeline.data.ingest import IngestOptions, ingest
+    from pipeline.data.sources.celeba import CelebaSource
+
+    folder = tmp_path_factory.mktemp("train-data")
+    celeba = folder / "celeba-32"
+    ingest(
+        CelebaSource(require_shared("celeba"), size=32),
+        IngestOptions(out=str(celeba), size=32, workers=2, limit=600),
+    )
+    return {"celeba": celeba, "anime": anime_dataset(folder)}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh MLflow store and runs folder for each test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def only_run(client):
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def artifacts(client, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.parametrize(
+    "family, data, extra",
+    [
+        ("dcgan", "celeba", []),
+        ("acgan", "anime", ["--set", "lambda_cls=0.5", "--set", "model.heads=decoupled"]),
+        ("wgan-gp", "anime", []),
+    ],
+)
+def test_train_runs_end_to_end_with_two_workers(cli, datasets, store, family, data, extra):
+    result = cli(
+        "train",
+        family,
+        "--data",
+        datasets[data],
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--batch-size",
+        "32",
+        *SMALL,
+        *extra,
+    )
+    assert result.exit_code == 0, result.output
+    run = only_run(store)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["family"] == family and params["workers"] == "2"
+    assert params["optim.lr_g"] and params["model.norm_d"]
+    history = store.get_metric_history(run.info.run_id, "loss_d")
+    assert len(history) == 2 and history[0].step < history[1].step  # stepped by images seen
+    for key in ("D_x", "D_G_z", "images_per_s", "color_gap", "diversity", "grad_norm_d"):
+        assert key in run.data.metrics, key
+    if family == "acgan":
+        assert {"acc_real", "acc_fake", "loss_d_cls"} <= set(run.data.metrics)
+        assert params["lambda_cls"] == "0.5"
+    if family == "wgan-gp":
+        assert "loss_gp" in run.data.metrics and params["optim.n_critic"] == "5"
+    files = artifacts(store, run.info.run_id)
+    assert {"config.yaml", "generator.pt", "checkpoints/checkpoint.pt"} <= files
+    assert len([f for f in files if f.startswith("samples/epoch-")]) == 2
+
+
+def test_resume_continues_the_same_run(cli, datasets, store, tmp_path):
+    base = ["--data", datasets["anime"], "--workers", "2", "--batch-size", "32", *SMALL]
+    assert cli("train", "dcgan", *base, "--epochs", "1").exit_code == 0
+    run_id = only_run(store).info.run_id
+    result = cli("train", "dcgan", "--resume", run_id, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    run = only_run(store)  # no second run
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    steps = [m.value for m in store.get_metric_history(run_id, "step")]
+    assert steps == [17, 34]  # the step count went on
+    # the optimizers went on too: Adam's own step counter is in the checkpoint
+    from pipeline import tracking
+    from pipeline.training import checkpoint as ckpt
+
+    handle = tracking.find_run(tracking.tracking_uri(), run_id)
+    state = ckpt.load(tracking.download_artifact(handle, "checkpoints/checkpoint.pt"))
+    assert float(next(iter(state["opt_g"]["state"].values()))["step"]) == 34
+    out = tmp_path / "grid.png"
+    sampled = cli("sample", run_id, "--out", out, "--n", "16", "--interpolate")
+    assert sampled.exit_code == 0 and out.stat().st_size > 0
+
+
+def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_path):
+    """SIGKILL one Ray Train worker once a checkpoint exists; FailureConfig restarts the worker
+    group from it and the run finishes all its epochs in the same MLflow run."""
+    import psutil
+
+    runs = Path(os.environ["PIPELINE_RUNS"])
+    command = [
+        sys.executable,
+        "-m",
+        "stages.cli",
+        "train",
+        "dcgan",
+        "--data",
+        str(datasets["anime"]),
+        "--epochs",
+        "6",
+        "--workers",
+        "2",
+        "--batch-size",
+        "32",
+        *SMALL,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("*/checkpoint-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+        ]
+        assert workers, "no Ray Train worker found"
+        workers[-1].send_signal(signal.SIGKILL)
+        output, _ = process.communicate(timeout=400)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output[-3000:]
+    run = only_run(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["epoch"] == 6
+    assert run.data.metrics["images_seen"] == 6 * 17 * 32
+
+
+def test_bad_inputs_fail_before_anything_starts(cli, datasets, store):
+    mnist_like = datasets["celeba"]
+    result = cli("train", "stylegan", "--data", mnist_like)
+    assert result.exit_code == 1 and "dcgan, acgan, wgan-gp" in result.stderr
+    result = cli("train", "dcgan", "--data", mnist_like, "--set", "model.norm_g=weird")
+    assert_one_line_error(result, "weird")
+    result = cli("train", "dcgan", "--data", mnist_like, "--batch-size", "33", "--workers", "2")
+    assert_one_line_error(result, "divide evenly")
+    result = cli("train", "acgan", "--data", mnist_like, "--set", "data.attrs=[Male,Wings]")
+    assert_one_line_error(result, "Wings", "Smiling")
+    result = cli("train", "dcgan", "--data", mnist_like, "--gpus-per-worker", "1")
+    assert_one_line_error(result, "GPUs asked")
+    result = cli("train", "dcgan", "--resume", "0123456789abcdef0123456789abcdef")
+    assert_one_line_error(result, "no MLflow run")
+    result = cli("train", "dcgan", "--data", "no-such-dataset")
+    assert_one_line_error(result, "does not exist")
+    assert store.search_runs([e.experiment_id for e in store.search_experiments()]) == []
+
+
+def test_conditional_model_needs_labels(cli, tmp_path, store):
+    from tests.sample_data import lsun_lmdb_from_celeba
+
+    lmdb_path = lsun_lmdb_from_celeba(tmp_path / "bedroom_train_lmdb", 40)
+    out = tmp_path / "rooms-32"
+    assert (
+        cli("ingest", "lsun-bedroom", "--lmdb", lmdb_path, "--out", out, "--size", "32").exit_code
+        == 0
+    )
+    result = cli("train", "acgan", "--data", out)
+    assert_one_line_error(result, "no labels", "conditional")

@@ -87,11 +87,10 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     from pipeline import tracking
 
     uri = tracking.tracking_uri()
-    resume_dir = None
     if resume is not None:
         tracking.prepare_store(uri)
         handle = tracking.find_run(uri, resume)
-        resume_dir = _fetch_checkpoint(handle)
+        _fetch_checkpoint(handle)  # fail here, not in the workers, when there is none
     dataset_path, manifest = prepare(config)
     if not os.environ.get("RAY_ADDRESS"):
         _check_local_resources(config)  # before Ray starts
@@ -121,7 +120,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         tracking.reopen_run(handle)
         config = replace(config, run_name=handle.name)
 
-    trainer = build_trainer(config, handle, dataset_path, resume_dir=resume_dir)
+    trainer = build_trainer(config, handle, dataset_path, resume=resume is not None)
     status, metrics, checkpoint = "FAILED", {}, None
     try:
         result = trainer.fit()
@@ -152,12 +151,12 @@ def build_trainer(
     config: TrainConfig,
     handle,
     dataset_path: Path,
-    resume_dir: Path | None = None,
+    resume: bool = False,
     callbacks: list | None = None,
     storage: Path | None = None,
 ):
     """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function)."""
-    from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = config.gpus_per_worker > 0
@@ -170,6 +169,7 @@ def build_trainer(
             "config": to_dict(config),
             "run": handle.to_dict() if handle is not None else None,
             "dataset": str(dataset_path),
+            "resume": resume,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -181,7 +181,6 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=config.max_failures),
             callbacks=callbacks,
         ),
-        resume_from_checkpoint=Checkpoint.from_directory(str(resume_dir)) if resume_dir else None,
     )
 
 
@@ -195,8 +194,8 @@ def train_loop(loop_config: dict) -> None:
     from pipeline.training.loop import run_worker
 
     config = from_dict(TrainConfig, loop_config["config"])
-    context = RayContext()
     handle = tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
+    context = RayContext(handle, resume=loop_config.get("resume", False))
     tracker = tracking.Tracker(handle if context.rank == 0 else None)
     if context.rank == 0 and ray.train.get_checkpoint() is None:
         tracker.log_dict(loop_config["config"], "config.yaml")
@@ -220,8 +219,10 @@ def train_loop(loop_config: dict) -> None:
 class RayContext:
     """Who this worker is in the Ray Train run, and how it reports."""
 
-    def __init__(self):
+    def __init__(self, handle=None, resume: bool = False):
         import ray.train
+
+        self.handle, self.resume = handle, resume
 
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -241,8 +242,14 @@ class RayContext:
     def checkpoint(self) -> Path | None:
         import ray.train
 
-        found = ray.train.get_checkpoint()
-        return Path(found.to_directory()) if found is not None else None
+        found = ray.train.get_checkpoint()  # set when Ray restarted a failed worker group
+        if found is not None:
+            return Path(found.to_directory())
+        if self.resume:  # --resume: the run's last checkpoint, from MLflow (any machine)
+            from pipeline import tracking
+
+            return tracking.download_artifact(self.handle, "checkpoints/checkpoint.pt")
+        return None
 
 
 def _start_ray() -> None:

@@ -22,6 +22,10 @@ def quickstart(
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
     workers: Workers = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the drawn demo data.")] = 0,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Train a small DCGAN on the demo faces.")
+    ] = True,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the demo training.")] = 2,
 ) -> None:
     """Draw demo CelebA- and LSUN-format sources, ingest them, and show what was made."""
     from rich.console import Console
@@ -38,6 +42,8 @@ def quickstart(
             "size": size,
             "workers": workers,
             "seed": seed,
+            "train": train,
+            "epochs": epochs,
         },
     )
     result = run(config, progress_factory=RichProgress)
@@ -48,6 +54,17 @@ def quickstart(
         print_summary(dataset)
     for grid in result.grids:
         console.print(f"sample grid: {grid}")
-    console.print(
-        "next: `pipeline datasets list`, `pipeline datasets show demo-celeba-64 --grid faces.png`"
-    )
+    if result.training is not None:
+        run = result.training
+        console.print(
+            f"trained {run.run_name}: {run.status}, epoch {run.metrics.get('epoch')}, "
+            f"loss_d {run.metrics.get('loss_d', float('nan')):.3f}, "
+            f"loss_g {run.metrics.get('loss_g', float('nan')):.3f}; MLflow run {run.run_id} in "
+            f"{run.tracking_uri}"
+        )
+        console.print(f"next: `mlflow ui` here, or `pipeline sample {run.run_id} --out faces.png`")
+    else:
+        console.print(
+            "next: `pipeline datasets list`, `pipeline datasets show demo-celeba-64 --grid "
+            "faces.png`"
+        )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pytest
 
 from pipeline.data.reader import ShardDataset
 
 
 def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
-    result = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32")
+    result = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32", "--no-train")
     assert result.exit_code == 0, result.output
     celeba, lsun = tmp_path / "demo-celeba-32", tmp_path / "demo-lsun-bedroom-32"
     manifest = json.loads((celeba / "manifest.json").read_text())
@@ -30,7 +31,7 @@ def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
         assert (tmp_path / "demo-grids" / grid).stat().st_size > 0
     assert "sample grid" in result.stdout
 
-    again = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32")
+    again = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32", "--no-train")
     assert again.exit_code == 0
     assert again.stdout.count("up to date") == 2
 
@@ -38,3 +39,19 @@ def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
 def test_quickstart_rejects_a_tiny_demo(cli, tmp_path):
     result = cli("quickstart", "--data", tmp_path, "--images", "3")
     assert result.exit_code == 1 and "at least 20" in result.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
+    """The README's main job as written: ingest, then a 2-worker DCGAN run logged to MLflow."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
+    result = cli("quickstart", "--data", tmp_path / "data", "--images", "80", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "FINISHED" in result.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default, here
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -156,7 +156,7 @@ def build_trainer(
     storage: Path | None = None,
 ):
     """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = config.gpus_per_worker > 0
@@ -180,6 +180,10 @@ def build_trainer(
             storage_path=str(storage or runs_dir()),
             failure_config=FailureConfig(max_failures=config.max_failures),
             callbacks=callbacks,
+            # Ray Train logs every report at INFO; MLflow and our summary say it better.
+            logging_config=LoggingConfig(
+                log_level=os.environ.get("PIPELINE_RAY_LOG_LEVEL", "WARNING")
+            ),
         ),
     )
 

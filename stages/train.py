@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
 from stages.common import DryRun, cli_errors
-
-FAMILIES = ("dcgan", "acgan", "wgan-gp")  # = pipeline.training.config.FAMILIES (kept import-free)
 
 
 @cli_errors

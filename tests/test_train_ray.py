@@ -162,7 +162,7 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
         "--data",
         str(datasets["anime"]),
         "--epochs",
-        "6",
+        "10",
         "--workers",
         "2",
         "--batch-size",
@@ -174,8 +174,9 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
     )
     try:
         deadline = time.monotonic() + 240
-        while not list(runs.glob("*/checkpoint-*")) and time.monotonic() < deadline:
+        while len(list(runs.glob("*/checkpoint-*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
+        time.sleep(3)  # Ray Train's controller registers a reported checkpoint within ~2 s
         workers = ray_train_workers()
         assert workers, "no Ray Train worker found"
         os.kill(workers[-1], signal.SIGKILL)
@@ -184,11 +185,12 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, output[-3000:]
-    assert "[FailurePolicy] RETRY" in output  # Ray Train saw the dead worker and restarted
+    assert "worker group restarted: resuming from checkpoint-" in output
     run = only_run(store)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["epoch"] == 6
-    assert run.data.metrics["images_seen"] == 6 * 17 * 32
+    assert run.data.metrics["epoch"] == 10
+    assert run.data.metrics["images_seen"] == 10 * 17 * 32
+    assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
 
 
 def test_nonfinite_loss_fails_the_run_with_a_clear_message(cli, datasets, store):

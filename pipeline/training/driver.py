@@ -201,8 +201,14 @@ def train_loop(loop_config: dict) -> None:
     handle = tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
     context = RayContext(handle, resume=loop_config.get("resume", False))
     tracker = tracking.Tracker(handle if context.rank == 0 else None)
-    if context.rank == 0 and ray.train.get_checkpoint() is None:
+    restored = ray.train.get_checkpoint()
+    if context.rank == 0 and restored is None and not context.resume:
         tracker.log_dict(loop_config["config"], "config.yaml")
+    if context.rank == 0 and restored is not None:
+        # A worker died and Ray Train restarted the group: say so where the user looks.
+        name = Path(restored.path).name
+        tracker.set_tags({"pipeline.restored_from": name})
+        print(f"worker group restarted: resuming from {name}", flush=True)
 
     def on_report(metrics: dict, grid, row_names: list, folder: Path) -> None:
         step = int(metrics["images_seen"])

@@ -309,12 +309,17 @@ def run_worker(
             n = x.shape[0]
 
             # (1) Update D: real batch, fake batch (+ class loss, + gradient penalty).
+            # With one D step per G step, G's update reuses this fake batch (as the DCGAN
+            # reference does); otherwise G's forward here needs no graph.
+            update_g = (step + 1) % config.optim.n_critic == 0
+            reuse_fake = update_g and config.optim.n_critic == 1
             z = sample_z(config, n, device)
             y_fake = draw_labels(n)
             with autocast:
-                fake = G_train(z, y_fake).detach()
+                with torch.set_grad_enabled(reuse_fake):
+                    fake = G_train(z, y_fake)
                 real_logits, real_cls = D_train(x, y)
-                fake_logits, fake_cls = D_train(fake, y_fake)
+                fake_logits, fake_cls = D_train(fake.detach(), y_fake)
                 errD_adv = loss.d_loss(real_logits.float(), fake_logits.float())
             errD = errD_adv
             parts = {"loss_d_adv": errD_adv}
@@ -326,7 +331,7 @@ def run_worker(
                 parts["loss_d_cls"] = errD_cls
                 parts["acc_real"] = class_accuracy(real_cls.float(), y, classes)
             if loss.gradient_penalty:
-                gp = gradient_penalty(D_train, x, fake.to(x.dtype), y)
+                gp = gradient_penalty(D_train, x, fake.detach().to(x.dtype), y)
                 errD = errD + config.lambda_gp * gp
                 parts["loss_gp"] = gp
             opt_d.zero_grad(set_to_none=True)
@@ -338,12 +343,15 @@ def run_worker(
             # with its weights frozen: no D gradient is computed or all-reduced in a step that
             # does not update D.
             errG = None
-            if (step + 1) % config.optim.n_critic == 0:
-                z = sample_z(config, n, device)
-                y_gen = draw_labels(n)
+            if update_g:
+                y_gen = y_fake
+                if not reuse_fake:
+                    z = sample_z(config, n, device)
+                    y_gen = draw_labels(n)
                 D.requires_grad_(False)
                 with autocast:
-                    fake = G_train(z, y_gen)
+                    if not reuse_fake:
+                        fake = G_train(z, y_gen)
                     gen_logits, gen_cls = D(fake, y_gen)
                     errG_adv = loss.g_loss(gen_logits.float())
                 errG = errG_adv

@@ -108,3 +108,42 @@ def test_checkpoint_is_plain_state_dicts(anime, tmp_path):
 
     with pytest.raises(PipelineError, match="not a pipeline checkpoint"):
         ckpt.load(bogus)
+
+
+def test_learning_rate_schedules():
+    from pipeline.training.loop import lr_factor
+
+    step = load_train_config(
+        "dcgan", options={"epochs": 10, "optim.schedule": "step", "optim.milestones": [3, 6]}
+    )
+    assert [lr_factor(step, e) for e in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+    linear = load_train_config("dcgan", options={"epochs": 10, "optim.schedule": "linear"})
+    assert [lr_factor(linear, e) for e in (0, 5, 10)] == pytest.approx([1, 0.5, 0])
+
+
+def test_augment_flips_and_rotates_per_image():
+    from pipeline.training.loop import augment
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    torch.manual_seed(0)
+    flipped = augment(x, flip=True, rotate=0)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    rotated = augment(x, flip=False, rotate=10)
+    assert rotated.shape == x.shape and not torch.equal(rotated, x)
+
+
+def test_family_presets_and_config_errors():
+    wgan = load_train_config("wgan-gp")
+    assert (wgan.loss, wgan.optim.n_critic, wgan.optim.beta1, wgan.model.norm_d) == (
+        "wgan-gp",
+        5,
+        0.0,
+        "layer",
+    )
+    with pytest.raises(ConfigError, match="divide evenly"):
+        load_train_config("dcgan", options={"batch_size": 65, "workers": 2})
+    with pytest.raises(ConfigError, match="unknown key optim.lr"):
+        load_train_config("dcgan", overrides=["optim.lr=1"])
+    with pytest.raises(ConfigError, match="acgan"):
+        load_train_config("dcgan", overrides=["data.attrs=[Male]"])

@@ -111,15 +111,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def update_ema(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
-    for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - decay)
+    ema_params = list(G_ema.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], 1.0 - decay)
     for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
         b_ema.copy_(b)
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay with a ramp-up: at step 100 G_ema would still be 90% random init with
+    0.999, so early steps use (1 + step) / (10 + step), as is usual."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def grad_norm(module: nn.Module) -> torch.Tensor:
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.zeros(())
+    grads = [p.grad.detach().float() for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,7 +377,7 @@ def run_worker(
                 parts["loss_g"] = errG
 
                 # Update G_ema.
-                update_ema(G_ema, G, config.optim.ema if config.optim.ema > 0 else 0.0)
+                update_ema(G_ema, G, ema_decay(config.optim.ema, step) if config.optim.ema else 0.0)
 
             # Statistics: D(x) and D(G(z)) as probabilities (critic scores for WGAN).
             fake_mean, fake_std = channel_stats(fake)

@@ -24,6 +24,8 @@ from pipeline.models import (
     make_norm,
 )
 from pipeline.models.norms import ConditionalBatchNorm2d
+from tests.reference_dcgan import Discriminator as ReferenceD
+from tests.reference_dcgan import Generator as ReferenceG
 
 SPEC = ClassSpec(groups=(3, 4), binary=2)  # 2 softmax groups + 2 binary attributes
 Z = 8
@@ -163,56 +165,6 @@ def test_no_norm_on_d_input_nor_g_output(arch, norm):
         assert D.main[0].first and isinstance(D.main[0].norm1, nn.Identity)
 
 
-# pytorch/examples dcgan/main.py, its netG and netD as written there (nz=100, ngf=ndf=64).
-
-
-class ReferenceG(nn.Module):
-    def __init__(self, nz=100, ngf=64, nc=3):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ngf * 8),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ngf * 4),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ngf * 2),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ngf),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
-            nn.Tanh(),
-        )
-
-    def forward(self, input):
-        return self.main(input)
-
-
-class ReferenceD(nn.Module):
-    def __init__(self, ndf=64, nc=3):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ndf * 2),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ndf * 4),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ndf * 8),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, input):
-        return self.main(input).view(-1, 1).squeeze(1)
-
-
 def _layers(seq: nn.Sequential) -> list[tuple]:
     return [(type(m), tuple(p.shape for p in m.parameters())) for m in seq]
 
@@ -222,7 +174,7 @@ def test_default_dcgan_is_pytorch_examples():
     torch.manual_seed(0)
     cfg = ModelConfig()
     G, D = build_generator(cfg, 64, 3), build_discriminator(cfg, 64, 3)
-    ref_G, ref_D = ReferenceG(), ReferenceD()
+    ref_G, ref_D = ReferenceG(), ReferenceD()  # pytorch/examples' netG, netD
     assert sum(p.numel() for p in G.parameters()) == 3_576_704
     assert sum(p.numel() for p in D.parameters()) == 2_765_568
 

@@ -51,6 +51,9 @@ def lsun_lmdb(tmp_path_factory) -> Path:
 def _isolated_data_dir(tmp_path, monkeypatch):
     """Every test gets its own data dir, so nothing lands in the checkout."""
     monkeypatch.setenv("PIPELINE_DATA", str(tmp_path / "data"))
+    # and its own MLflow store and Ray Train runs folder: nothing lands in the checkout
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("COLUMNS", "200")  # Rich wraps less in captured output
     yield
 

@@ -32,7 +32,7 @@ def test_dcgan_epoch_reports_metrics_grid_and_checkpoint(anime, tmp_path):
     grids = []
     ctx = LocalContext(tmp_path)
     last = run_worker(
-        config("dcgan", anime, epochs=1), ctx, str(anime), lambda m, g, r, f: grids.append(g)
+        config("dcgan", anime, epochs=1), ctx, str(anime), lambda m, g, r, f, p: grids.append(g)
     )
     assert last["epoch"] == 1 and last["step"] == 566 // 32
     assert last["images_seen"] == 17 * 32
@@ -74,7 +74,7 @@ def test_acgan_conditions_on_hair_and_eyes(anime, tmp_path):
         config("acgan", anime, epochs=1),
         LocalContext(tmp_path),
         str(anime),
-        lambda m, g, r, f: rows.append(r),
+        lambda m, g, r, f, p: rows.append(r),
     )
     assert 0 <= last["acc_real"] <= 1 and 0 <= last["acc_fake"] <= 1
     assert math.isfinite(last["loss_d_cls"]) and math.isfinite(last["loss_g_cls"])

@@ -21,6 +21,10 @@ from pipeline.errors import PipelineError
 CHUNK = 1 << 20
 
 
+class Unreachable(PipelineError):
+    """The server could not be reached at all (offline, DNS, refused): callers may fall back."""
+
+
 def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60) -> Path:
     """Fetch `url` to `dest`, resuming a `.part` file left by an interrupted run."""
     dest = Path(dest)
@@ -39,7 +43,7 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
         raise PipelineError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PipelineError(
+        raise Unreachable(
             f"cannot reach {url} ({reason}); check the network or download it "
             "yourself and pass its path"
         ) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.config import ConfigError, apply_overrides, from_dict, read_yaml
+from pipeline.metrics.config import FidConfig, check_fid
 from pipeline.models.config import ModelConfig
 
 
@@ -53,6 +54,7 @@ class TrainConfig:
     z_std: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    fid: FidConfig = field(default_factory=FidConfig)  # FID/KID every `fid.every` epochs
     epochs: int = 5
     batch_size: int = 128  # global: split across workers
     seed: int = 0
@@ -137,6 +139,8 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"gpus_per_worker={config.gpus_per_worker} must be >= 0")
     if config.conditional and config.lambda_cls < 0:
         raise ConfigError(f"lambda_cls={config.lambda_cls} must be >= 0")
+    if config.fid.every:
+        check_fid(config.fid)
     if not config.conditional and (config.data.attrs or config.data.groups):
         raise ConfigError(
             f"{config.family} is unconditional: data.attrs / data.groups need `acgan`"

@@ -183,13 +183,15 @@ def run_worker(
     config: TrainConfig,
     ctx: WorkerContext,
     dataset_path: str,
-    on_report: Callable[[dict, object, list, Path], None] | None = None,
+    on_report: Callable[[dict, object, list, Path, dict | None], None] | None = None,
 ) -> dict:
     """Train on this worker. Returns the last reported metrics (reduced over ranks).
 
-    `on_report(metrics, grid, row_names, checkpoint_dir)` is called on rank 0 at each report,
-    before the checkpoint folder is handed to the context (the driver logs to MLflow there);
-    `grid` is the fixed-noise G_ema sample grid (a PIL image).
+    `on_report(metrics, grid, row_names, checkpoint_dir, fid_protocol)` is called on rank 0 at
+    each report, before the checkpoint folder is handed to the context (the driver logs to
+    MLflow there); `grid` is the fixed-noise G_ema sample grid (a PIL image). With
+    `fid.every`, the reports ending every `fid.every`-th epoch (and the last) carry `fid`,
+    `kid`, `kid_std` (`*_standin` with the stand-in backbone); `fid_protocol` says how.
     """
     from pipeline.data.reader import ShardDataset
     from pipeline.losses import class_accuracy, class_loss, get_loss, gradient_penalty
@@ -284,13 +286,33 @@ def run_worker(
         y_np, row_names = grid_labels(plan, grid_rows, grid_cols, config.seed)
         y_fixed = torch.from_numpy(y_np).to(device)
 
-    def draw_labels(n: int) -> torch.Tensor | None:
+    def draw_labels(n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         if classes is None:
             return None
-        parts = [torch.randint(0, k, (n, 1), device=device) for k in classes.groups]
+        parts = [torch.randint(0, k, (n, 1), generator=generator) for k in classes.groups]
         if classes.binary:
-            parts.append(torch.randint(0, 2, (n, classes.binary), device=device))
-        return torch.cat(parts, dim=1)
+            parts.append(torch.randint(0, 2, (n, classes.binary), generator=generator))
+        return torch.cat(parts, dim=1).to(device)
+
+    fid = None
+    if config.fid.every:
+        from pipeline.metrics.fid import FidEvaluator
+        from pipeline.metrics.weights import backbone_for
+
+        fid = FidEvaluator(
+            config.fid,
+            backbone_for(config.fid.weights),
+            dataset_path,
+            config.fid.split or config.data.split,
+            device,
+            say=(lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None),
+        )
+
+    @torch.no_grad()
+    def fid_sample(n: int, generator: torch.Generator) -> np.ndarray:
+        # As the sample grids: G_ema with batch statistics, classes drawn uniformly.
+        G_ema.train()
+        return to_uint8(G_ema(sample_z(config, n, device, generator), draw_labels(n, generator)))
 
     meter = Meter()
     last: dict = {}
@@ -422,6 +444,10 @@ def run_worker(
                     lr_d=opt_d.param_groups[0]["lr"],
                     nonfinite=0.0 if finite >= 1 else 1.0,
                 )
+                if fid is not None and finite >= 1 and end_of_epoch and (
+                    epoch % config.fid.every == 0 or epoch == config.epochs
+                ):
+                    metrics.update(fid.evaluate(fid_sample))  # every rank embeds its share
                 grid = None
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = None
@@ -446,7 +472,7 @@ def run_worker(
                             },
                         )
                     if rank == 0 and on_report is not None:
-                        on_report(metrics, grid, row_names, folder)
+                        on_report(metrics, grid, row_names, folder, fid and fid.protocol)
                     ctx.report(metrics, folder)
                 last = metrics
                 tick, tick_images = time.perf_counter(), 0

@@ -154,8 +154,13 @@ def build_trainer(
     resume: bool = False,
     callbacks: list | None = None,
     storage: Path | None = None,
+    start_from: Path | None = None,
 ):
-    """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function)."""
+    """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function).
+
+    `start_from`: a checkpoint folder the workers load first (a PBT segment warm-starts from
+    its own or an exploited trial's checkpoint), unless Ray restarted the worker group.
+    """
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -170,6 +175,7 @@ def build_trainer(
             "run": handle.to_dict() if handle is not None else None,
             "dataset": str(dataset_path),
             "resume": resume,
+            "start_from": str(start_from) if start_from is not None else None,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -199,7 +205,9 @@ def train_loop(loop_config: dict) -> None:
 
     config = from_dict(TrainConfig, loop_config["config"])
     handle = tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
-    context = RayContext(handle, resume=loop_config.get("resume", False))
+    context = RayContext(
+        handle, resume=loop_config.get("resume", False), start_from=loop_config.get("start_from")
+    )
     tracker = tracking.Tracker(handle if context.rank == 0 else None)
     restored = ray.train.get_checkpoint()
     if context.rank == 0 and restored is None and not context.resume:
@@ -229,10 +237,10 @@ def train_loop(loop_config: dict) -> None:
 class RayContext:
     """Who this worker is in the Ray Train run, and how it reports."""
 
-    def __init__(self, handle=None, resume: bool = False):
+    def __init__(self, handle=None, resume: bool = False, start_from: str | None = None):
         import ray.train
 
-        self.handle, self.resume = handle, resume
+        self.handle, self.resume, self.start_from = handle, resume, start_from
 
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -255,6 +263,8 @@ class RayContext:
         found = ray.train.get_checkpoint()  # set when Ray restarted a failed worker group
         if found is not None:
             return Path(found.to_directory())
+        if self.start_from:  # a PBT segment: the checkpoint Tune handed its trial
+            return Path(self.start_from)
         if self.resume:  # --resume: the run's last checkpoint, from MLflow (any machine)
             from pipeline import tracking
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, ingest, quickstart, train
+from stages import datasets, evaluate, ingest, quickstart, train, tune
 
 app = typer.Typer(
     name="pipeline",
@@ -19,6 +19,8 @@ app.add_typer(datasets.app, name="datasets")
 app.command("quickstart")(quickstart.quickstart)
 app.command("train")(train.train)
 app.command("sample")(train.sample)
+app.command("tune")(tune.tune)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def main() -> None:

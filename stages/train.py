@@ -31,6 +31,26 @@ def train(
         int | None,
         typer.Option("--report-every", help="Report, sample and checkpoint every N steps."),
     ] = None,
+    fid_every: Annotated[
+        int | None,
+        typer.Option("--fid-every", help="FID/KID every K epochs (and at the end); 0 = off."),
+    ] = None,
+    fid_samples: Annotated[
+        int | None,
+        typer.Option("--fid-samples", help="Generated (and real) images per FID evaluation."),
+    ] = None,
+    fid_dims: Annotated[
+        int | None,
+        typer.Option("--fid-dims", help="Inception features: 2048 (standard), 768, 192, 64."),
+    ] = None,
+    fid_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--fid-weights",
+            help="pt_inception-2015-12-05-6726825d.pth; default $PIPELINE_FID_WEIGHTS, the "
+            "torch hub cache, or a download (offline: a labelled stand-in).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of config values.")
     ] = None,
@@ -58,6 +78,8 @@ def train(
       pipeline train acgan --data anime-64 --set lambda_cls=0.5 --set model.heads=decoupled
 
       pipeline train wgan-gp --data lsun-bedroom-64 --gpus-per-worker 1 --workers 4
+
+      pipeline train dcgan --data celeba-64 --fid-every 5 --fid-samples 10000
     """
     from pipeline.config import to_dict
     from pipeline.training.config import load_train_config
@@ -70,6 +92,10 @@ def train(
         "batch_size": batch_size,
         "report_every": report_every,
         "experiment": experiment,
+        "fid.every": fid_every,
+        "fid.samples": fid_samples,
+        "fid.dims": fid_dims,
+        "fid.weights": fid_weights,
     }
     base = None
     if resume is not None:  # the run's own config, with this command's options on top
@@ -89,8 +115,19 @@ def train(
         f"run {result.run_name} ({result.run_id}) {result.status}: epoch "
         f"{result.metrics.get('epoch')}, {result.metrics.get('images_seen')} images, "
         f"loss_d {result.metrics.get('loss_d', float('nan')):.3f}, "
-        f"loss_g {result.metrics.get('loss_g', float('nan')):.3f}; MLflow {result.tracking_uri}"
+        f"loss_g {result.metrics.get('loss_g', float('nan')):.3f}"
+        + "".join(
+            f", {name} {result.metrics[name]:.4g}"
+            for name in ("fid", "kid", "fid_standin", "kid_standin")
+            if name in result.metrics
+        )
+        + f"; MLflow {result.tracking_uri}"
     )
+    if "fid_standin" in result.metrics:
+        typer.echo(
+            "note: fid_standin / kid_standin come from the random-weight stand-in Inception "
+            "(no weights found): compare them only with each other"
+        )
 
 
 @cli_errors

@@ -55,6 +55,12 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("COLUMNS", "200")  # Rich wraps less in captured output
+    # FID: no user's Inception weights, no download (tests are offline): the stand-in, unless
+    # a test serves weights itself.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("PIPELINE_FID_URL", "")
+    monkeypatch.delenv("PIPELINE_FID_WEIGHTS", raising=False)
+    monkeypatch.delenv("PIPELINE_FID_SHA256", raising=False)
     yield
 
 

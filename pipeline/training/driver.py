@@ -82,6 +82,32 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
     return path, manifest
 
 
+def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None):
+    """Resolve the FID weights once, in the driver: returns the config with `fid.weights`
+    set to the file (or "standin") the workers load, and the Backbone (None without FID)."""
+    if not config.fid.every:
+        return config, None
+    from pipeline.metrics.weights import resolve
+
+    split = config.fid.split or config.data.split
+    if manifest is not None:
+        if split not in manifest["splits"]:
+            raise ConfigError(
+                f"fid.split {split!r}: dataset {manifest['name']} has only "
+                f"{', '.join(manifest['splits'])}"
+            )
+        rows = manifest["splits"][split]["rows"]
+        if min(rows, config.fid.samples) <= config.fid.dims:
+            raise ConfigError(
+                f"FID against {manifest['name']}/{split}: {rows} real images are too few for "
+                f"{config.fid.dims}-d features (needs more than {config.fid.dims}); use "
+                "--set fid.dims=64 (or 192, 768) for a small dataset"
+            )
+    backbone = resolve(config.fid.weights or None, say=say)
+    weights = backbone.path if not backbone.standin else "standin"
+    return replace(config, fid=replace(config.fid, weights=weights)), backbone
+
+
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     """Run (or with `resume`, continue) a training run; returns how it ended."""
     from pipeline import tracking
@@ -92,6 +118,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         handle = tracking.find_run(uri, resume)
         _fetch_checkpoint(handle)  # fail here, not in the workers, when there is none
     dataset_path, manifest = prepare(config)
+    config, backbone = prepare_fid(config, manifest)
     if not os.environ.get("RAY_ADDRESS"):
         _check_local_resources(config)  # before Ray starts
     _start_ray()
@@ -114,6 +141,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
                 "pipeline.dataset": manifest["name"],
                 "pipeline.dataset_fingerprint": manifest["fingerprint"],
                 "pipeline.family": config.family,
+                **({"pipeline.fid_backbone": backbone.kind} if backbone else {}),
             },
         )
     else:
@@ -218,9 +246,11 @@ def train_loop(loop_config: dict) -> None:
         tracker.set_tags({"pipeline.restored_from": name})
         print(f"worker group restarted: resuming from {name}", flush=True)
 
-    def on_report(metrics: dict, grid, row_names: list, folder: Path) -> None:
+    def on_report(metrics: dict, grid, row_names: list, folder: Path, fid_protocol) -> None:
         step = int(metrics["images_seen"])
         tracker.log_metrics(metrics, step=step)
+        if fid_protocol:  # what the FID numbers mean, beside them
+            tracker.log_dict(fid_protocol, "fid/protocol.json")
         name = f"samples/epoch-{int(metrics['epoch']):03d}-step-{int(metrics['step']):07d}.png"
         tracker.log_image(grid, name, key="samples", step=step)
         tracker.log_artifact(folder / ckpt.FILE, "checkpoints")  # the last one, for --resume

@@ -1,0 +1,127 @@
+"""`pipeline evaluate RUN_ID|CHECKPOINT`: FID and KID of a trained generator, logged into
+its MLflow run.
+
+    result = evaluate("3f2a...", data="celeba-64", fid=FidConfig(samples=10000))
+    result.scores       # {"fid": 23.1, "kid": 0.018, "kid_std": 0.001}
+    result.protocol     # backbone, weights hash, dims, resize, N real / fake, reference
+
+The real side is a dataset split (reference statistics cached under its `stats/`), a folder
+of images, or a published statistics file (`.npz` with mu and sigma: FID only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.metrics.config import FidConfig, check_fid
+
+
+@dataclass
+class Evaluation:
+    scores: dict[str, float]
+    protocol: dict
+    run_id: str | None  # the MLflow run the numbers were logged into
+    step: int  # images seen by the generator
+
+
+def evaluate(
+    source: str,
+    data: str | None = None,
+    fid: FidConfig = FidConfig(),
+    real: str | None = None,
+    device: str | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> Evaluation:
+    from pipeline.metrics.fid import (
+        Embedder,
+        dataset_reference,
+        folder_reference,
+        generated_stats,
+        protocol,
+        scores,
+    )
+    from pipeline.metrics.weights import resolve
+    from pipeline.training.loop import config_from_checkpoint, sample_z, to_uint8
+    from pipeline.training.sample import labels_for, load_generator
+
+    check_fid(replace(fid, every=max(fid.every, 1)))
+    G, state = load_generator(source)
+    handle = None if Path(source).expanduser().exists() else _run(source)
+    config = config_from_checkpoint(state)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    split = fid.split or config.data.split
+    dataset_path = None
+    if real is None:
+        dataset_path = _dataset(data or config.data.dataset, state, fid, split)
+    backbone = resolve(fid.weights or None, say=say)
+    embedder = Embedder(backbone, fid.dims, device, fid.batch)
+    if real is not None:
+        reference = folder_reference(embedder, real)
+    else:
+        reference = dataset_reference(embedder, dataset_path, split, fid, say)
+
+    G = G.to(device)
+    labels = state.get("labels")
+
+    @torch.no_grad()
+    def sample(n: int, generator: torch.Generator) -> np.ndarray:
+        z = sample_z(config, n, device, generator)
+        y = labels_for(labels, n, None, generator)
+        return to_uint8(G(z, y.to(device) if y is not None else None))
+
+    fake = generated_stats(embedder, sample, fid)
+    result = scores(fake, reference, fid, backbone.standin)
+    details = protocol(backbone, fid, reference, fake.n)
+    step = int(state.get("images_seen", 0))
+    if handle is not None:
+        from pipeline import tracking
+
+        tracker = tracking.Tracker(handle)
+        tracker.log_metrics(result, step=step)
+        where = Path(real).name if real else f"{details['real'].split(' ')[0].replace('/', '-')}"
+        tracker.log_dict(details, f"fid/evaluate-{where}-n{fake.n}-{fid.dims}d.json")
+        tracker.set_tags({"pipeline.fid_backbone": backbone.kind})
+    return Evaluation(result, details, handle.run_id if handle else None, step)
+
+
+def _run(run_id: str):
+    from pipeline import tracking
+
+    return tracking.find_run(tracking.tracking_uri(), run_id)
+
+
+def _dataset(name: str, state: dict, fid: FidConfig, split: str) -> Path:
+    """The dataset to compare with, checked against the generator and the sample count."""
+    from pipeline.data.shards import read_manifest
+    from pipeline.settings import resolve_dataset
+
+    if not name:
+        raise PipelineError("no dataset to compare with: pass --data NAME or --real FOLDER")
+    path = resolve_dataset(name)
+    manifest = read_manifest(path)
+    size, channels = manifest["image"]["height"], manifest["image"].get("channels", 3)
+    if (size, channels) != (state["image"]["size"], state["image"]["channels"]):
+        raise PipelineError(
+            f"dataset {manifest['name']} holds {size}px images with {channels} channel(s), the "
+            f"generator makes {state['image']['size']}px with {state['image']['channels']}: "
+            "compare with a dataset ingested at the generator's size"
+        )
+    if split not in manifest["splits"]:
+        raise PipelineError(
+            f"dataset {manifest['name']} has no split {split!r}; it has: "
+            f"{', '.join(manifest['splits'])}"
+        )
+    rows = manifest["splits"][split]["rows"]
+    if min(rows, fid.samples) <= fid.dims:
+        raise PipelineError(
+            f"{manifest['name']}/{split} has {rows} images: too few for {fid.dims}-d FID "
+            f"statistics (needs more than {fid.dims}); use --dims 64 (or 192, 768)"
+        )
+    return path

@@ -444,8 +444,11 @@ def run_worker(
                     lr_d=opt_d.param_groups[0]["lr"],
                     nonfinite=0.0 if finite >= 1 else 1.0,
                 )
-                if fid is not None and finite >= 1 and end_of_epoch and (
-                    epoch % config.fid.every == 0 or epoch == config.epochs
+                if (
+                    fid is not None
+                    and finite >= 1
+                    and end_of_epoch
+                    and (epoch % config.fid.every == 0 or epoch == config.epochs)
                 ):
                     metrics.update(fid.evaluate(fid_sample))  # every rank embeds its share
                 grid = None

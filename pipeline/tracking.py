@@ -338,6 +338,39 @@ def run_status(uri: str, run_id: str) -> str:
     return _get_run(uri, run_id).info.status
 
 
+def run_metrics(handle: RunHandle) -> dict[str, float]:
+    """A run's latest value of each metric (a restarted sweep trial checks how far it got)."""
+    return dict(_get_run(handle.uri, handle.run_id).data.metrics)
+
+
+def artifact_files(handle: RunHandle, folder: str | None = None) -> list[str]:
+    """The artifact paths directly under `folder` of a run (empty when there are none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return [item.path for item in _client(handle.uri).list_artifacts(handle.run_id, folder)]
+    except (MlflowException, OSError):
+        return []
+
+
+def register_model(handle: RunHandle, artifact_path: str, name: str) -> str:
+    """Register a run's artifact folder (a generator file) as a new version of model `name`
+    in the MLflow model registry; returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(handle.uri)
+    try:
+        if not client.search_registered_models(filter_string=f"name = {_quote(name)}"):
+            client.create_registered_model(name)
+        source = f"{_get_run(handle.uri, handle.run_id).info.artifact_uri}/{artifact_path}"
+        version = client.create_model_version(name, source, run_id=handle.run_id)
+    except MlflowException as error:
+        raise PipelineError(
+            f"cannot register model {name!r} in {handle.uri}: {_one_line(error)}"
+        ) from error
+    return str(version.version)
+
+
 def _get_run(uri: str, run_id: str):
     from mlflow.exceptions import MlflowException
 

@@ -1,0 +1,293 @@
+"""Search spaces as data: the `tune_spaces/*.yaml` format, read and checked without Ray.
+
+    metric: fid            # what the sweep ranks trials by ("fid" becomes "fid_standin"
+    mode: min              #   when no Inception weights exist); min or max
+    defaults:              # used unless the command line says otherwise
+      scheduler: asha      # asha | pbt | fifo
+      search: random       # random | grid | optuna
+      samples: 8           # trials (with grid values: repeats of the whole grid)
+      max_epochs: 10       # budget of one trial
+      workers_per_trial: 2
+    asha: {grace_period: 1, reduction_factor: 2}
+    pbt: {perturbation_interval: 2, mutate: [optim.lr_g, optim.lr_d, lambda_cls]}
+    fixed:                 # config values every trial gets (same keys as `--set`)
+      fid.every: 1
+    search:                # config keys and their distributions
+      lambda_cls: {loguniform: [0.1, 10]}
+      optim.lr_g: {loguniform: [5e-5, 1e-3]}
+      model.norm_g: {choice: [batch, instance]}
+      model.width_g: {randint: [32, 65]}        # low inclusive, high exclusive
+      seed: {grid: [0, 1]}                      # every value, in every sample
+      z_std: {uniform: [0.5, 1.5]}
+
+Keys are the training config's dotted keys (`pipeline train --dry-run` prints them). A bad
+file is a `ConfigError` naming the file and the key: an unknown key, an empty choice, low above
+high, or (checked by the sweep once the dataset is known) a value the model rejects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, flatten, read_yaml, to_dict
+
+KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
+SCHEDULERS = ("asha", "pbt", "fifo")
+SEARCHES = ("random", "grid", "optuna")
+MODES = ("min", "max")
+TOP_KEYS = ("metric", "mode", "defaults", "asha", "pbt", "fixed", "search")
+DEFAULT_KEYS = ("scheduler", "search", "samples", "max_epochs", "workers_per_trial")
+# What the sweep itself sets for every trial: not for a space file to search or fix.
+SWEEP_OWNED = ("family", "epochs", "data.dataset", "workers", "gpus_per_worker", "run_name",
+               "experiment")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key: `choice`/`grid` list their values, the others (low, high)."""
+
+    key: str
+    kind: str
+    values: tuple
+
+    def describe(self) -> str:
+        return f"{self.kind}({', '.join(map(str, self.values))})"
+
+    def candidates(self) -> tuple:
+        """The values to try on the model before anything starts: every listed value, or a
+        range's ends (randint's high is exclusive)."""
+        if self.kind == "randint":
+            return (self.values[0], self.values[1] - 1)
+        return self.values
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("uniform", "loguniform", "randint") or all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values
+        )
+
+
+@dataclass(frozen=True)
+class Space:
+    file: str
+    metric: str = "fid"
+    mode: str = "min"
+    scheduler: str = "asha"
+    search: str = "random"
+    samples: int = 8
+    max_epochs: int = 10
+    workers_per_trial: int = 2
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    perturbation_interval: int = 1
+    quantile_fraction: float = 0.25
+    mutate: tuple[str, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)
+    params: tuple[Param, ...] = ()
+
+    def param(self, key: str) -> Param:
+        return next(p for p in self.params if p.key == key)
+
+    def to_dict(self) -> dict:
+        """The space as plain data, in the file's own shape (for MLflow and sweep.json)."""
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "defaults": {k: getattr(self, k) for k in DEFAULT_KEYS},
+            "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
+            "pbt": {
+                "perturbation_interval": self.perturbation_interval,
+                "quantile_fraction": self.quantile_fraction,
+                "mutate": list(self.mutate),
+            },
+            "fixed": dict(self.fixed),
+            "search": {p.key: {p.kind: list(p.values)} for p in self.params},
+        }
+
+
+def config_keys() -> dict[str, Any]:
+    """Every dotted key of the training config, with its default (torch-free)."""
+    from pipeline.training.config import TrainConfig
+
+    return flatten(to_dict(TrainConfig()))
+
+
+def load_space(file: str | Path) -> Space:
+    """Read and check a space file; a `ConfigError` naming the file and the key otherwise."""
+    path = Path(file)
+    data = read_yaml(path)
+    where = str(path)
+
+    def bad(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {message}")
+
+    unknown = sorted(set(data) - set(TOP_KEYS))
+    if unknown:
+        raise bad(unknown[0], f"unknown key; a space file has: {', '.join(TOP_KEYS)}")
+    known = config_keys()
+    values: dict[str, Any] = {"file": where}
+
+    metric = data.get("metric", "fid")
+    if not isinstance(metric, str) or not metric:
+        raise bad("metric", f"must be a metric name such as fid, got {metric!r}")
+    values["metric"] = metric
+    values["mode"] = _one_of(data.get("mode", "min"), MODES, lambda m: bad("mode", m))
+
+    defaults = _mapping(data.get("defaults", {}), lambda m: bad("defaults", m))
+    for key, value in defaults.items():
+        name = f"defaults.{key}"
+        if key not in DEFAULT_KEYS:
+            raise bad(name, f"unknown key; defaults has: {', '.join(DEFAULT_KEYS)}")
+        if key == "scheduler":
+            values[key] = _one_of(value, SCHEDULERS, lambda m, n=name: bad(n, m))
+        elif key == "search":
+            values[key] = _one_of(value, SEARCHES, lambda m, n=name: bad(n, m))
+        else:
+            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
+
+    asha = _mapping(data.get("asha", {}), lambda m: bad("asha", m))
+    for key, value in asha.items():
+        name = f"asha.{key}"
+        if key == "grace_period":
+            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
+        elif key == "reduction_factor":
+            if not _is_number(value) or value <= 1:
+                raise bad(name, f"must be a number above 1, got {value!r}")
+            values[key] = float(value)
+        else:
+            raise bad(name, "unknown key; asha has: grace_period, reduction_factor")
+
+    pbt = _mapping(data.get("pbt", {}), lambda m: bad("pbt", m))
+    for key, value in pbt.items():
+        name = f"pbt.{key}"
+        if key == "perturbation_interval":
+            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
+        elif key == "quantile_fraction":
+            if not _is_number(value) or not 0 < value <= 0.5:
+                raise bad(name, f"must be in (0, 0.5], got {value!r}")
+            values[key] = float(value)
+        elif key == "mutate":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise bad(name, f"must be a list of searched keys, got {value!r}")
+            values[key] = tuple(value)
+        else:
+            raise bad(name, "unknown key; pbt has: perturbation_interval, quantile_fraction, "
+                      "mutate")  # fmt: skip
+
+    fixed = _mapping(data.get("fixed", {}), lambda m: bad("fixed", m))
+    for key in fixed:
+        _check_key(key, known, lambda m, k=key: bad(f"fixed.{k}", m))
+    values["fixed"] = dict(fixed)
+
+    search = _mapping(data.get("search", {}), lambda m: bad("search", m))
+    if not search:
+        raise bad("search", "names no config key to search; add e.g. optim.lr_g: "
+                  "{loguniform: [1e-4, 1e-3]}")  # fmt: skip
+    params = []
+    for key, spec in search.items():
+        name = f"search.{key}"
+        _check_key(key, known, lambda m, n=name: bad(n, m))
+        if key in fixed:
+            raise bad(name, "is also under fixed; a key is either searched or fixed")
+        params.append(_param(key, spec, lambda m, n=name: bad(n, m)))
+    values["params"] = tuple(params)
+
+    for key in values.get("mutate", ()):
+        if key not in search:
+            raise bad("pbt.mutate", f"{key} is not under search; PBT mutates searched keys")
+        if search[key] and "grid" in search[key]:
+            raise bad("pbt.mutate", f"{key} is a grid; PBT mutates choice or range keys")
+    return Space(**values)
+
+
+def check_values(space: Space, build: Callable[[dict[str, Any]], object]) -> None:
+    """Try every fixed value and every searched candidate on the model before the sweep starts.
+
+    `build({key: value, ...})` makes a training config with those values (on top of the
+    fixed ones) and raises `ConfigError` when the model rejects one.
+    """
+    try:
+        build(dict(space.fixed))
+    except ConfigError as error:
+        raise ConfigError(f"{space.file}: fixed: rejected: {error}") from None
+    for param in space.params:
+        for value in param.candidates():
+            try:
+                build({**space.fixed, param.key: value})
+            except ConfigError as error:
+                raise ConfigError(
+                    f"{space.file}: search.{param.key}: {value!r} is rejected: {error}"
+                ) from None
+
+
+def _param(key: str, spec: Any, bad: Callable[[str], ConfigError]) -> Param:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise bad(f"must be one of {{{' | '.join(f'{k}: [...]' for k in KINDS)}}}, got {spec!r}; "
+                  "a constant goes under fixed")  # fmt: skip
+    kind, values = next(iter(spec.items()))
+    if kind not in KINDS:
+        raise bad(f"unknown distribution {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind in ("choice", "grid"):
+        if not isinstance(values, list) or not values:
+            raise bad(f"{kind} needs a non-empty list of values, got {values!r}")
+        return Param(key, kind, tuple(values))
+    if not isinstance(values, list) or len(values) != 2 or not all(map(_is_number, values)):
+        raise bad(f"{kind} needs [low, high], two numbers, got {values!r}")
+    low, high = (float(v) for v in values)
+    if kind == "randint":
+        if not all(isinstance(v, int) for v in values):
+            raise bad(f"randint needs two integers [low, high), got {values!r}")
+        low, high = values
+    if low >= high:
+        raise bad(f"{kind} low {values[0]} must be below high {values[1]}")
+    if kind == "loguniform" and low <= 0:
+        raise bad(f"loguniform needs low > 0, got {values[0]}")
+    return Param(key, kind, (low, high))
+
+
+def _check_key(key: str, known: dict, bad: Callable[[str], ConfigError]) -> None:
+    if key in SWEEP_OWNED:
+        raise bad("is set by the sweep itself (--max-epochs, --data, --workers-per-trial, "
+                  "--gpus-per-worker), not by a space file")  # fmt: skip
+    if key in known:
+        return
+    suffix = [k for k in known if k.endswith("." + key)]
+    close = suffix or difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise bad(f"unknown config key{hint} (`pipeline train MODEL --dry-run` lists them)")
+
+
+def _mapping(value: Any, bad: Callable[[str], ConfigError]) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad(f"must be a mapping, got {value!r}")
+    return value
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], bad: Callable[[str], ConfigError]) -> str:
+    if value not in allowed:
+        raise bad(f"{value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def _positive_int(value: Any, bad: Callable[[str], ConfigError]) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )

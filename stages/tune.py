@@ -1,0 +1,176 @@
+"""`pipeline tune MODEL`: a Ray Tune sweep over tune_spaces/MODEL.yaml (pipeline.tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
+from stages.common import DryRun, cli_errors
+
+
+@cli_errors
+def tune(
+    model: Annotated[
+        str | None,
+        typer.Argument(help=f"Model family: {', '.join(FAMILIES)} (not needed with --resume)."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset name under the data dir, or a path.")
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option("--space", help="Space file. Default: tune_spaces/MODEL.yaml."),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", help="Trials (x the grid, if the space has one).")
+    ] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option("--max-epochs", help="Epochs of a trial that is not stopped.")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="asha (stop weak trials) | pbt (mutate rates) | fifo."),
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option("--search", help="random | grid | optuna (pip install 'pipeline\\[optuna]')."),
+    ] = None,
+    workers_per_trial: Annotated[
+        int | None, typer.Option("--workers-per-trial", help="Ray Train workers (DDP ranks).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (0 = CPU).")
+    ] = None,
+    concurrent: Annotated[
+        int, typer.Option("--concurrent", help="Trials at once; 0 = as many as the cluster holds.")
+    ] = 0,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Metric to rank trials by (default: the space's, fid)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Sweep name (its MLflow parent run, its folder)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted sweep --name.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of config values for every trial.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Dotted override for every trial, e.g. --set fid.dims=64."),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment name.")
+    ] = None,
+    export_best: Annotated[
+        Path | None,
+        typer.Option("--export-best", help="Write the best trial's generator.pt into this folder."),
+    ] = None,
+    register: Annotated[
+        str | None,
+        typer.Option("--register", help="Register the best generator in the MLflow registry."),
+    ] = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Sweep a GAN's hyper-parameters with Ray Tune; each trial is a DDP run on Ray Train,
+    one nested MLflow run per trial under the sweep's parent run.
+
+    Examples:
+
+      pipeline tune acgan --data anime-64
+
+      pipeline tune acgan --data anime-64 --samples 8 --max-epochs 10 --scheduler pbt
+
+      pipeline tune dcgan --data celeba-64 --search grid --space my-space.yaml
+
+      pipeline tune --resume --name acgan-anime-64-20260101-120000
+    """
+    from pipeline.config import ConfigError
+    from pipeline.tuning.sweep import SweepConfig
+
+    if not resume and model is None:
+        raise ConfigError(f"missing MODEL: one of {', '.join(FAMILIES)} (or --resume --name SWEEP)")
+    sweep = SweepConfig(
+        model=model or "",
+        dataset=data or "",
+        space=str(space) if space else None,
+        samples=samples,
+        max_epochs=max_epochs,
+        scheduler=scheduler,
+        search=search,
+        workers_per_trial=workers_per_trial,
+        gpus_per_worker=gpus_per_worker,
+        concurrent=concurrent,
+        metric=metric,
+        name=name,
+        overrides=tuple(set_ or ()),
+        config_file=str(config) if config else None,
+        experiment=experiment,
+        export_best=str(export_best) if export_best else None,
+        register=register,
+    )
+    if dry_run:
+        import yaml
+
+        from pipeline.tuning.sweep import plan_sweep
+
+        plan, _ = plan_sweep(sweep, say=_say)
+        typer.echo(yaml.safe_dump(plan.to_dict(), sort_keys=False).rstrip())
+        return
+    from pipeline.tuning.sweep import tune as run
+
+    result = run(sweep, resume=resume, say=_say)
+    _print_summary(result)
+
+
+def _say(line: str) -> None:
+    typer.echo(line)
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # a log file: room for every column
+        console = Console(width=max(console.width, 160))
+    table = Table(title=f"sweep {result.name}: best trials by {result.metric} ({result.mode})")
+    keys = sorted({key for row in result.trials for key in row.params})
+    for column in ("#", "trial", "status", "epochs", result.metric, *keys, "MLflow run"):
+        header = column.rsplit(".", 1)[-1]  # optim.lr_g -> lr_g
+        table.add_column(header, justify="right" if column in ("#", "epochs") else "left")
+    for rank, row in enumerate(result.trials[:10], 1):
+        table.add_row(
+            str(rank) if row.best is not None else "-",
+            row.trial_id,
+            row.status,
+            str(row.epochs),
+            f"{row.best:.4g}" if row.best is not None else "-",
+            *(_fmt(row.params.get(key)) for key in keys),
+            row.run_id or "-",
+        )
+    console.print(table)
+    best = result.best
+    console.print(
+        f"best: trial {best.trial_id} ({result.metric} {best.best:.4g} at epoch "
+        f"{best.best_epoch}), MLflow run {best.run_id}; parent run {result.parent_run_id} in "
+        f"{result.tracking_uri}"
+    )
+    console.print(f"table and plots: {result.folder / 'summary'} (and on the parent run)")
+    if result.exported:
+        console.print(f"best generator: {result.exported}")
+    if result.registered:
+        console.print(f"registered: {result.registered}")
+    console.print("next: `pipeline ui`, then open the sweep's experiment")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "-" if value is None else str(value)

@@ -163,4 +163,6 @@ def test_ranks_add_their_sums_and_gather_features_over_gloo(tmp_path):
     assert int(got["n"]) == 19
     np.testing.assert_array_equal(got["features"], used)
     np.testing.assert_allclose(got["mu"], used.astype(np.float64).mean(0), rtol=1e-12)
-    np.testing.assert_allclose(got["sigma"], np.cov(used.astype(np.float64), rowvar=False), atol=1e-12)
+    np.testing.assert_allclose(
+        got["sigma"], np.cov(used.astype(np.float64), rowvar=False), atol=1e-12
+    )

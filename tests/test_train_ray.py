@@ -246,3 +246,36 @@ def test_conditional_model_needs_labels(cli, tmp_path, store):
     )
     result = cli("train", "acgan", "--data", out)
     assert_one_line_error(result, "no labels", "conditional")
+
+
+def test_fid_every_epoch_with_two_workers_then_evaluate_logs_into_the_run(cli, datasets, store):
+    """Issue 4's acceptance: `--fid-every 1` logs (stand-in) FID each epoch from 2 workers,
+    the reference statistics are computed once, and `pipeline evaluate` logs into the run."""
+    anime = datasets["anime"]
+    for old in (anime / "stats").glob("*.npz") if (anime / "stats").exists() else []:
+        old.unlink()  # another test of this module may have cached them
+    fid = ["--fid-every", "1", "--fid-samples", "96", "--fid-dims", "64"]
+    base = ["--data", anime, "--workers", "2", "--batch-size", "32", *SMALL, *fid]
+    result = cli("train", "dcgan", *base, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "fid_standin" in result.stdout and "stand-in" in result.stdout
+    run = only_run(store)
+    run_id = run.info.run_id
+    history = store.get_metric_history(run_id, "fid_standin")
+    assert len(history) == 2 and all(h.value > 0 for h in history)
+    assert len(store.get_metric_history(run_id, "kid_standin")) == 2
+    assert "fid" not in run.data.metrics  # the stand-in's numbers never use the real name
+    assert run.data.params["fid.weights"] == "standin"
+    assert run.data.tags["pipeline.fid_backbone"] == "standin"
+    assert "fid/protocol.json" in artifacts(store, run_id)
+    (cache,) = (anime / "stats").glob("*.npz")  # computed once, by the two ranks together
+    stamp = cache.stat().st_mtime_ns
+
+    evaluated = cli("evaluate", run_id, "--samples", "96", "--dims", "64", "--kid-subsets", "5")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "(cached)" in evaluated.stdout and f"logged into MLflow run {run_id}" in evaluated.stdout
+    assert cache.stat().st_mtime_ns == stamp
+    history = store.get_metric_history(run_id, "fid_standin")
+    assert len(history) == 3 and history[-1].step == history[-2].step  # at the images seen
+    assert any(a.startswith("fid/evaluate-") for a in artifacts(store, run_id))
+    assert store.get_run(run_id).info.status == "FINISHED"

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         budget_s = args.minutes * 60
         started = time.perf_counter()
 
-        def on_report(metrics: dict, grid, row_names, checkpoint) -> None:
+        def on_report(metrics: dict, grid, row_names, checkpoint, fid_protocol) -> None:
             metrics["minutes"] = (time.perf_counter() - started) / 60
             reports.append(metrics)
             grids[metrics["epoch"]] = grid

@@ -212,7 +212,7 @@ def measure_loop(
     result = StepRuns(Measurement(name), reference_runs)
     images = steps_per_run * BATCH
 
-    def on_report(metrics: dict, grid, row_names, checkpoint) -> None:
+    def on_report(metrics: dict, grid, row_names, checkpoint, fid_protocol) -> None:
         result.reports.append(metrics)
         if len(result.reports) > 1:  # the first interval is the warm-up
             result.ours.add(images / metrics["images_per_s"], images)

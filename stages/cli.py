@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, evaluate, ingest, quickstart, train, tune
+from stages import datasets, evaluate, ingest, quickstart, train, tune, ui
 
 app = typer.Typer(
     name="pipeline",
@@ -20,6 +20,7 @@ app.command("quickstart")(quickstart.quickstart)
 app.command("train")(train.train)
 app.command("sample")(train.sample)
 app.command("tune")(tune.tune)
+app.command("ui")(ui.ui)
 app.command("evaluate")(evaluate.evaluate)
 
 

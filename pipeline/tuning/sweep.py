@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -81,6 +82,7 @@ class SweepPlan:
     workers_per_trial: int
     concurrent: int
     trials: int  # how many trials the sweep will have in all
+    overrides: list = field(default_factory=list)  # --set, for the record
     parent: dict = field(default_factory=dict)  # the MLflow parent run (RunHandle fields)
 
     def to_dict(self) -> dict:
@@ -186,6 +188,10 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
     _check_search(space, search, scheduler)
 
     # Every trial's config: preset <- --config <- the space's fixed values <- --set <- options.
+    if config.name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", config.name):
+        raise ConfigError(
+            f"--name {config.name!r}: use letters, digits, '-', '_' and '.' (it names a folder)"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = config.name or f"{config.model}-{Path(config.dataset).name}-{stamp}"
     fixed = load_train_config(config.model, config.config_file, options=space.fixed)
@@ -241,6 +247,7 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
         workers_per_trial=workers,
         concurrent=config.concurrent,
         trials=samples * grid,
+        overrides=list(config.overrides),
     )
     return plan, space
 
@@ -686,7 +693,10 @@ def _parent_params(plan: SweepPlan, space: Space) -> dict:
         params.update({"pbt.perturbation_interval": space.perturbation_interval,
                        "pbt.mutate": list(space.mutate)})  # fmt: skip
     params.update({f"space.{p.key}": p.describe() for p in space.params})
-    params.update({f"fixed.{key}": value for key, value in flatten(space.fixed).items()})
+    resolved = flatten(plan.base)  # the values in force: --set wins over the space's fixed
+    params.update({f"fixed.{key}": resolved.get(key, value) for key, value in space.fixed.items()})
+    if plan.overrides:
+        params["sweep.set"] = plan.overrides
     return params
 
 

@@ -1,0 +1,98 @@
+"""A headless Chromium for UI tests, driven over the W3C WebDriver protocol by chromedriver.
+
+Debian's `chromium` and `chromium-driver` packages (installed by `.ci/run`); no Python
+package needed: chromedriver is an HTTP server and this speaks its JSON. Tests skip cleanly
+where either program is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("needs Chromium and chromedriver (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+class Browser:
+    """One headless Chromium session: `open(url)`, `text()`, `wait_for_text(...)`."""
+
+    def __init__(self, browser: str, driver: str):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [driver, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._call("GET", "/status")
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1600,1000"]  # fmt: skip
+        session = self._call(
+            "POST",
+            "/session",
+            {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": browser,
+                                                                    "args": args}}}},
+        )  # fmt: skip
+        self.session = f"/session/{session['sessionId']}"
+
+    def open(self, url: str) -> None:
+        self._call("POST", f"{self.session}/url", {"url": url})
+
+    def run(self, script: str):
+        return self._call("POST", f"{self.session}/execute/sync", {"script": script, "args": []})
+
+    def text(self) -> str:
+        return self.run("return document.body ? document.body.innerText : '';") or ""
+
+    def wait_for_text(self, *words: str, timeout: float = 60) -> str:
+        """The page's text once it holds every word (the UI renders after its API calls)."""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.text()
+            if all(word in text for word in words):
+                return text
+            time.sleep(0.5)
+        missing = [word for word in words if word not in text]
+        raise AssertionError(f"page never showed {missing}; it shows:\n{text[:3000]}")
+
+    def close(self) -> None:
+        try:
+            self._call("DELETE", self.session)
+        finally:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"{}").get("value")

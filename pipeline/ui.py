@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def serve(
     url = f"http://{host}:{port}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # 5 processes, not 13
     process = subprocess.Popen(server_command(uri, host, port), env=env, start_new_session=True)
+    # SIGTERM (a service manager, `kill`) ends the server too, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _wait_ready(url, process)
         say(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)")
@@ -62,12 +65,17 @@ def serve(
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.terminate()  # SIGTERM to the server stops its whole tree (notes)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -23,9 +23,19 @@ def quickstart(
     workers: Workers = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the drawn demo data.")] = 0,
     train: Annotated[
-        bool, typer.Option("--train/--no-train", help="Train a small DCGAN on the demo faces.")
+        bool,
+        typer.Option(
+            "--train/--no-train",
+            help="Train a small DCGAN on the demo faces (--no-train: ingest only, no sweep).",
+        ),
     ] = True,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the demo training.")] = 2,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Epochs of the demo training and of each trial.")
+    ] = 2,
+    tune: Annotated[
+        bool, typer.Option("--tune/--no-tune", help="Then sweep a small ACGAN with Ray Tune.")
+    ] = True,
+    trials: Annotated[int, typer.Option("--trials", help="Trials of the demo sweep.")] = 2,
 ) -> None:
     """Draw demo CelebA- and LSUN-format sources, ingest them, and show what was made."""
     from rich.console import Console
@@ -44,9 +54,11 @@ def quickstart(
             "seed": seed,
             "train": train,
             "epochs": epochs,
+            "tune": tune,
+            "trials": trials,
         },
     )
-    result = run(config, progress_factory=RichProgress)
+    result = run(config, progress_factory=RichProgress, say=typer.echo)
     console = Console()
     for name, path in result.sources.items():
         console.print(f"demo source {name}: {path}")
@@ -62,8 +74,23 @@ def quickstart(
             f"loss_g {run.metrics.get('loss_g', float('nan')):.3f}; MLflow run {run.run_id} in "
             f"{run.tracking_uri}"
         )
-        console.print(f"next: `mlflow ui` here, or `pipeline sample {run.run_id} --out faces.png`")
-    else:
+        if result.sweep is None:
+            console.print(
+                f"next: `pipeline ui` here, or `pipeline sample {run.run_id} --out faces.png`"
+            )
+    if result.sweep is not None:
+        sweep, best = result.sweep, result.sweep.best
+        console.print(
+            f"swept {sweep.name}: {len(sweep.trials)} ACGAN trials, best {best.trial_id} with "
+            f"{sweep.metric} {best.best:.4g} (MLflow run {best.run_id}; parent "
+            f"{sweep.parent_run_id}); table and plots in {sweep.folder / 'summary'}"
+        )
+        console.print(
+            "next: `pipeline ui` here and open the experiment 'quickstart' (the sweep's trials "
+            f"are nested under {sweep.name}), or `pipeline sample {best.run_id} --class Male "
+            "--out faces.png`"
+        )
+    if result.training is None:
         console.print(
             "next: `pipeline datasets list`, `pipeline datasets show demo-celeba-64 --grid "
             "faces.png`"

@@ -43,7 +43,8 @@ def test_quickstart_rejects_a_tiny_demo(cli, tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
-    """The README's main job as written: ingest, then a 2-worker DCGAN run logged to MLflow."""
+    """The README's main job as written: ingest, a 2-worker DCGAN run, then a small ACGAN
+    sweep (a parent run with one nested child per trial), all in ./mlflow.db."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
@@ -54,4 +55,11 @@ def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default, here
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert all(run.info.status == "FINISHED" for run in runs)
+    training = [r for r in runs if "pipeline.sweep" not in r.data.tags]
+    assert len(training) == 1 and training[0].data.params["family"] == "dcgan"
+    parents = [r for r in runs if r.data.tags.get("pipeline.kind") == "sweep"]
+    assert len(parents) == 1 and "pipeline.best_run_id" in parents[0].data.tags
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(trials) == 2 and all(t.data.params["family"] == "acgan" for t in trials)
+    assert "swept quickstart-" in result.stdout and "pipeline ui" in result.stdout

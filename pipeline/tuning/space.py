@@ -9,7 +9,8 @@
       max_epochs: 10       # budget of one trial
       workers_per_trial: 2
     asha: {grace_period: 1, reduction_factor: 2}
-    pbt: {perturbation_interval: 2, mutate: [optim.lr_g, optim.lr_d, lambda_cls]}
+    pbt: {perturbation_interval: 2, quantile_fraction: 0.25, synch: false,
+          mutate: [optim.lr_g, optim.lr_d, lambda_cls]}
     fixed:                 # config values every trial gets (same keys as `--set`)
       fid.every: 1
     search:                # config keys and their distributions
@@ -86,6 +87,7 @@ class Space:
     reduction_factor: float = 2.0
     perturbation_interval: int = 1
     quantile_fraction: float = 0.25
+    synch: bool = False  # PBT: wait for every trial at each perturbation (deterministic)
     mutate: tuple[str, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
@@ -103,6 +105,7 @@ class Space:
             "pbt": {
                 "perturbation_interval": self.perturbation_interval,
                 "quantile_fraction": self.quantile_fraction,
+                "synch": self.synch,
                 "mutate": list(self.mutate),
             },
             "fixed": dict(self.fixed),
@@ -171,13 +174,17 @@ def load_space(file: str | Path) -> Space:
             if not _is_number(value) or not 0 < value <= 0.5:
                 raise bad(name, f"must be in (0, 0.5], got {value!r}")
             values[key] = float(value)
+        elif key == "synch":
+            if not isinstance(value, bool):
+                raise bad(name, f"must be true or false, got {value!r}")
+            values[key] = value
         elif key == "mutate":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise bad(name, f"must be a list of searched keys, got {value!r}")
             values[key] = tuple(value)
         else:
             raise bad(name, "unknown key; pbt has: perturbation_interval, quantile_fraction, "
-                      "mutate")  # fmt: skip
+                      "synch, mutate")  # fmt: skip
 
     fixed = _mapping(data.get("fixed", {}), lambda m: bad("fixed", m))
     for key in fixed:

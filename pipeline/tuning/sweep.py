@@ -533,6 +533,7 @@ def _scheduler(plan: SweepPlan, space: Space):
             time_attr="epoch",
             perturbation_interval=space.perturbation_interval,
             quantile_fraction=space.quantile_fraction,
+            synch=space.synch,
             hyperparam_mutations={key: ray[key] for key in mutate},
         )
     return FIFOScheduler()

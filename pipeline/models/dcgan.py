@@ -17,17 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.conditional import Discriminator, Generator
 from pipeline.models.config import ClassSpec, ModelConfig
-from pipeline.models.layers import (
-    UPSAMPLES,
-    CondSequential,
-    LabelInput,
-    Project,
-    dcgan_init,
-    linear_head,
-    mlp_head,
-)
-from pipeline.models.norms import BATCH_NORMS, apply_weight_norm, has_shift, make_norm
+from pipeline.models.layers import UPSAMPLES, CondSequential, Project, dcgan_init
+from pipeline.models.norms import apply_weight_norm, has_shift, make_norm
 
 
 def stages(image_size: int) -> int:
@@ -35,17 +28,13 @@ def stages(image_size: int) -> int:
     return image_size.bit_length() - 3
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(Generator):
     def __init__(
         self, cfg: ModelConfig, image_size: int, channels: int, classes: ClassSpec | None = None
     ):
         super().__init__()
         n = stages(image_size)
-        self.classes = classes if classes is not None and classes.logits else None
-        self.label_input = LabelInput(self.classes, cfg.conditioning) if self.classes else None
-        self.sync_batchnorm = cfg.norm_g == "sync-batch"
-        nz = cfg.z_dim + (self.label_input.dim if self.label_input else 0)
-        cond = self.classes if cfg.cond_norm and cfg.norm_g in BATCH_NORMS else None  # CBN
+        nz, cond = self.init_conditioning(cfg, classes)
         bias = not has_shift(cfg.norm_g)
         up = UPSAMPLES[cfg.upsample]
 
@@ -67,22 +56,16 @@ class DCGANGenerator(nn.Module):
         apply_weight_norm(self, cfg.norm_g)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        z = z.flatten(1)  # (B, nz) or pytorch/examples' (B, nz, 1, 1)
-        if self.label_input is not None:
-            if y is None:
-                raise ValueError("a conditional G needs the labels y")
-            z = self.label_input(z, y)
-        return self.main(z[:, :, None, None], y)
+        return self.main(self.join_labels(z, y)[:, :, None, None], y)
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(Discriminator):
     def __init__(
         self, cfg: ModelConfig, image_size: int, channels: int, classes: ClassSpec | None = None
     ):
         super().__init__()
         n = stages(image_size)
-        self.classes = classes if classes is not None and classes.logits else None
-        self.sync_batchnorm = cfg.norm_d == "sync-batch"
+        self.init_classes(cfg, classes)
         bias = not has_shift(cfg.norm_d)
         ndf = cfg.width_d
         # no norm on the input layer
@@ -95,13 +78,8 @@ class DCGANDiscriminator(nn.Module):
             ]
             ndf *= 2
         self.main = nn.Sequential(*layers)  # -> (ndf, 4, 4)
-        features = ndf * 16
-        if cfg.heads == "shared":
-            self.adv = nn.Conv2d(ndf, 1, 4, 1, 0, bias=bias)  # a linear map of the 4x4 features
-            self.cls = linear_head(features, self.classes.logits) if self.classes else None
-        else:  # "decoupled"
-            self.adv = mlp_head(features, 1)
-            self.cls = mlp_head(features, self.classes.logits) if self.classes else None
+        # shared: the paper's last conv, a linear map of the 4x4 features, to one logit
+        self.init_heads(cfg, ndf * 16, nn.Conv2d(ndf, 1, 4, 1, 0, bias=bias))
         dcgan_init(self)
         apply_weight_norm(self, cfg.norm_d)
 

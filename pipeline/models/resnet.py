@@ -20,19 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.conditional import Discriminator, Generator
 from pipeline.models.config import ClassSpec, ModelConfig
 from pipeline.models.dcgan import stages
 from pipeline.models.layers import (
     UPSAMPLES,
     CondSequential,
-    LabelInput,
     Project,
     call,
     linear_head,
-    mlp_head,
     upsample_only,
 )
-from pipeline.models.norms import BATCH_NORMS, apply_weight_norm, make_norm
+from pipeline.models.norms import apply_weight_norm, make_norm
 
 
 class UpBlock(nn.Module):
@@ -78,17 +77,13 @@ class DownBlock(nn.Module):
         return h + F.avg_pool2d(self.shortcut(x), 2)
 
 
-class ResNetGenerator(nn.Module):
+class ResNetGenerator(Generator):
     def __init__(
         self, cfg: ModelConfig, image_size: int, channels: int, classes: ClassSpec | None = None
     ):
         super().__init__()
         n = stages(image_size)
-        self.classes = classes if classes is not None and classes.logits else None
-        self.label_input = LabelInput(self.classes, cfg.conditioning) if self.classes else None
-        self.sync_batchnorm = cfg.norm_g == "sync-batch"
-        nz = cfg.z_dim + (self.label_input.dim if self.label_input else 0)
-        cond = self.classes if cfg.cond_norm and cfg.norm_g in BATCH_NORMS else None  # CBN
+        nz, cond = self.init_conditioning(cfg, classes)
         widths = [cfg.width_g * 2 ** (n - 1 - i) for i in range(n)]  # block outputs, to ngf
         blocks = [
             UpBlock(c_in, c_out, cfg, cond)
@@ -107,22 +102,16 @@ class ResNetGenerator(nn.Module):
         apply_weight_norm(self, cfg.norm_g)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        z = z.flatten(1)
-        if self.label_input is not None:
-            if y is None:
-                raise ValueError("a conditional G needs the labels y")
-            z = self.label_input(z, y)
-        return self.main(z, y)
+        return self.main(self.join_labels(z, y), y)
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(Discriminator):
     def __init__(
         self, cfg: ModelConfig, image_size: int, channels: int, classes: ClassSpec | None = None
     ):
         super().__init__()
         n = stages(image_size)
-        self.classes = classes if classes is not None and classes.logits else None
-        self.sync_batchnorm = cfg.norm_d == "sync-batch"
+        self.init_classes(cfg, classes)
         widths = [cfg.width_d * 2**i for i in range(n)]  # ndf, doubling, down to 4x4
         self.main = nn.Sequential(
             DownBlock(channels, widths[0], cfg.norm_d, first=True),
@@ -131,13 +120,7 @@ class ResNetDiscriminator(nn.Module):
                 for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
             ),
         )
-        features = widths[-1]
-        if cfg.heads == "shared":
-            self.adv = linear_head(features, 1)
-            self.cls = linear_head(features, self.classes.logits) if self.classes else None
-        else:  # "decoupled"
-            self.adv = mlp_head(features, 1)
-            self.cls = mlp_head(features, self.classes.logits) if self.classes else None
+        self.init_heads(cfg, widths[-1], linear_head(widths[-1], 1))
         _glorot(self.adv, 1.0)
         if self.cls is not None:
             _glorot(self.cls, 1.0)

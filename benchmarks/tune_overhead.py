@@ -108,7 +108,7 @@ def main() -> None:
     print(f"  command start -> end                  {total:7.1f} s")
     print(f"  trial wall time (MLflow child run)    {wall:7.1f} s")
     print(f"    training steps                      {training:7.1f} s  {training / wall:6.1%}")
-    print(f"    FID evaluation ({len(fid)}x)              {evaluation:7.1f} s  "
+    print(f"    FID evaluation ({len(fid)}x)".ljust(40) + f"{evaluation:7.1f} s  "
           f"{evaluation / wall:6.1%}")  # fmt: skip
     print(f"    start-up, DDP, checkpoints, logging {other:7.1f} s  {other / wall:6.1%}")
     print(f"  sweep overhead outside the trial      {total - wall:7.1f} s  "

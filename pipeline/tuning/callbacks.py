@@ -22,12 +22,9 @@ class TrialStatus(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metric = self.plan["metric"]
-        if metric in result:
-            print(
-                f"trial {trial.trial_id} epoch {result.get('epoch')}: {metric} "
-                f"{result[metric]:.4g}",
-                flush=True,
-            )
+        shown = [key for key in (metric, "loss_d", "loss_g") if key in result]
+        values = ", ".join(f"{key} {result[key]:.4g}" for key in shown)
+        print(f"trial {trial.trial_id} epoch {result.get('epoch')}: {values}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epoch = int((trial.last_result or {}).get("epoch", 0))

@@ -306,13 +306,19 @@ def tune(
         f"{parent.run_id} in {plan.uri}"
     )
 
+    # Reports without the metric are normal (FID every few epochs; ASHA and PBT skip them),
+    # but Tune refuses them unless told.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     status = "FAILED"
     try:
         tuner = _tuner(plan, space, resume)
         if not resume:
             plan.folder.mkdir(parents=True, exist_ok=True)
             _write_plan(plan)
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        except Exception as exc:  # Tune's own failure (not a trial's): one line, not pages
+            raise PipelineError(f"sweep {plan.name} failed in Ray Tune: {_one_line(exc)}") from exc
         rows = _rows(plan, grid)
         done = sum(row.status in ("FINISHED", "KILLED", "FAILED") for row in rows)
         interrupted = done < plan.trials

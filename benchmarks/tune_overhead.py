@@ -100,6 +100,14 @@ def main() -> None:
             last = images.value
         evaluation = sum(m.value for m in fid)
         other = wall - training - evaluation
+        # Where the rest goes: before the first report (less that epoch's training and FID),
+        # between reports (checkpoints, grids, logging), after the last one (wind-down).
+        first_fid = next((m.value for m in fid if m.step == seen[0].step), 0.0)
+        startup = (seen[0].timestamp - trial.info.start_time) / 1000 - (
+            seen[0].value / rates[0].value + first_fid
+        )
+        winddown = (trial.info.end_time - seen[-1].timestamp) / 1000
+        between = other - startup - winddown
 
     per_epoch = int(last / args.epochs)
     print(f"\npipeline tune acgan, 1 trial x {args.workers} workers x {args.epochs} epochs "
@@ -110,7 +118,15 @@ def main() -> None:
     print(f"    training steps                      {training:7.1f} s  {training / wall:6.1%}")
     print(f"    FID evaluation ({len(fid)}x)".ljust(40) + f"{evaluation:7.1f} s  "
           f"{evaluation / wall:6.1%}")  # fmt: skip
-    print(f"    start-up, DDP, checkpoints, logging {other:7.1f} s  {other / wall:6.1%}")
+    print(f"    everything else                     {other:7.1f} s  {other / wall:6.1%}")
+    for name, seconds in (("start-up to the first step (Ray Train", startup),
+                          ("  workers, DDP, data, MLflow run)", None),
+                          ("per report (checkpoint, grid, MLflow)", between),
+                          ("after the last report (wind-down)", winddown)):  # fmt: skip
+        if seconds is None:
+            print(f"      {name}")
+        else:
+            print(f"      {name:<34}{seconds:7.1f} s  {seconds / wall:6.1%}")
     print(f"  sweep overhead outside the trial      {total - wall:7.1f} s  "
           "(Ray start, checks, MLflow parent, summary)")  # fmt: skip
     share = (wall - training) / wall

@@ -330,3 +330,19 @@ def test_pbt_mutation_reaches_the_optimizer(cli, anime, tmp_path):
     steps = [m.value for m in client.get_metric_history(trial.info.run_id, "step")]
     assert steps == [17, 34]
     assert trial.info.status == "FINISHED" and donor.info.status == "FINISHED"
+
+
+def test_optuna_search_where_installed(cli, anime):
+    """The optuna extra (`pip install 'pipeline[optuna]'`): Optuna proposes the trials."""
+    pytest.importorskip("optuna", reason="the optuna extra is not installed")
+    from mlflow import MlflowClient
+
+    result = cli(
+        "tune", "acgan", "--data", anime, "--search", "optuna", "--samples", "2",
+        "--max-epochs", "1", "--workers-per-trial", "1", "--name", "optuna", *SMALL,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent = parent_run(client, "optuna")
+    assert parent.data.params["sweep.search"] == "optuna"
+    assert len(children(client, parent.info.run_id)) == 2

@@ -324,6 +324,10 @@ def tune(
         interrupted = done < plan.trials
         ranked = [row for row in rows if row.best is not None]
         status = "KILLED" if interrupted else ("FINISHED" if ranked else "FAILED")
+        for row in rows:  # cut short by the interruption; a resume reopens them
+            if interrupted and row.status == "RUNNING" and row.run_id:
+                tracking.Tracker(tracking.find_run(plan.uri, row.run_id)).finish("KILLED")
+                row.status = "KILLED"
         result = _summarise(plan, rows, status)
     except KeyboardInterrupt:
         status = "KILLED"
@@ -350,6 +354,8 @@ def load_plan(name: str | None) -> SweepPlan:
     """The plan of an existing sweep, for --resume; a clear error when there is none."""
     if not name:
         raise ConfigError("--resume needs --name SWEEP (the sweep to continue)")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise ConfigError(f"--name {name!r} is not a sweep name (letters, digits, '-', '_', '.')")
     folder = sweeps_dir() / name
     file = folder / PLAN_FILE
     if not file.is_file():

@@ -103,12 +103,12 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
     from pipeline import tracking
     from pipeline.training import checkpoint as ckpt
 
-    epoch = 0
-    if start_from is not None:
-        epoch = ckpt.load(start_from)["epoch"]
-    elif restarted and _has_checkpoint(handle):  # an interrupted sweep, resumed
+    if start_from is None and restarted and _has_checkpoint(handle):  # a resumed sweep
         start_from = tracking.download_artifact(handle, "checkpoints/checkpoint.pt")
-        epoch = ckpt.load(start_from)["epoch"]
+    epoch, images_seen = 0, 0
+    if start_from is not None:
+        state = ckpt.load(start_from)
+        epoch, images_seen = state["epoch"], state["images_seen"]
     tracker = tracking.Tracker(handle)
     interval = sweep.space["pbt"]["perturbation_interval"]
     while epoch < config.epochs:
@@ -116,7 +116,7 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
         # The searched values in force in this segment, as metrics: PBT changes them over
         # time, and MLflow params cannot change.
         numeric = {f"pbt.{k}": v for k, v in params.items() if isinstance(v, (int, float))}
-        tracker.log_metrics(numeric, step=_images_seen(start_from))
+        tracker.log_metrics(numeric, step=images_seen)
         trainer = _trainer(sweep, replace(config, epochs=end), handle, start_from=start_from)
         result = _fit(trainer)
         metrics = dict(result.metrics or {})
@@ -125,7 +125,7 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
 
             raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
         start_from = Path(result.checkpoint.path)
-        epoch = int(metrics["epoch"])
+        epoch, images_seen = int(metrics["epoch"]), int(metrics["images_seen"])
         with tempfile.TemporaryDirectory() as folder:
             pointer = {"path": str(start_from), "trial_id": trial_id, "epoch": epoch}
             (Path(folder) / POINTER).write_text(json.dumps(pointer))
@@ -171,10 +171,3 @@ def _has_checkpoint(handle) -> bool:
 
     return "checkpoints/checkpoint.pt" in tracking.artifact_files(handle, "checkpoints")
 
-
-def _images_seen(start_from: Path | None) -> int:
-    if start_from is None:
-        return 0
-    from pipeline.training import checkpoint as ckpt
-
-    return int(ckpt.load(start_from)["images_seen"])

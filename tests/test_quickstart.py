@@ -39,6 +39,9 @@ def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
 def test_quickstart_rejects_a_tiny_demo(cli, tmp_path):
     result = cli("quickstart", "--data", tmp_path, "--images", "3")
     assert result.exit_code == 1 and "at least 20" in result.stderr
+    result = cli("quickstart", "--data", tmp_path, "--images", "60")  # too few for the sweep
+    assert result.exit_code == 1 and "at least 100, or --no-tune" in result.stderr
+    assert not (tmp_path / "demo-sources").exists()  # refused before anything is drawn
 
 
 @pytest.mark.slow
@@ -48,7 +51,7 @@ def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
-    result = cli("quickstart", "--data", tmp_path / "data", "--images", "80", "--epochs", "1")
+    result = cli("quickstart", "--data", tmp_path / "data", "--images", "100", "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "FINISHED" in result.stdout
     from mlflow import MlflowClient

@@ -113,7 +113,7 @@ class SweepPlan:
 class TrialRow:
     trial_id: str
     run_id: str | None
-    status: str  # FINISHED, KILLED (stopped early), FAILED, RUNNING (interrupted)
+    status: str  # FINISHED, KILLED (stopped early or interrupted), FAILED, PENDING
     epochs: int
     params: dict[str, Any]
     best: float | None  # the trial's best value of the metric
@@ -593,7 +593,10 @@ def _rows(plan: SweepPlan, grid) -> list[TrialRow]:
         if curve:
             pick = min if plan.mode == "min" else max
             best = pick(curve, key=lambda point: point[1])
-        status = tracking.run_status(plan.uri, handle.run_id) if handle else "FAILED"
+        if handle is not None:
+            status = tracking.run_status(plan.uri, handle.run_id)
+        else:  # never got as far as its MLflow run
+            status = "FAILED" if result.error else "PENDING"
         rows.append(
             TrialRow(
                 trial_id=trial_id,

@@ -184,3 +184,19 @@ def test_dry_run_prints_the_plan(cli, anime):
     assert plan["base"]["fid"]["every"] == 1 and plan["base"]["fid"]["samples"] == 96
     assert plan["base"]["epochs"] == 2 and plan["base"]["family"] == "acgan"
     nothing_written()
+
+
+def test_tune_and_ui_help_stay_light(cli):
+    """Listed by `pipeline --help`; their help imports no torch, ray, mlflow or matplotlib."""
+    import subprocess
+    import sys
+
+    listed = cli("--help").stdout
+    assert "tune" in listed and "ui" in listed
+    code = (
+        "import sys; from stages.cli import app; from typer.testing import CliRunner; "
+        "[CliRunner().invoke(app, [c, '--help']) for c in ('tune', 'ui')]; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -152,6 +152,8 @@ def test_bad_inputs_fail_before_anything_starts(cli, anime, tmp_path):
     assert_one_line_error(cli("tune", "acgan", "--data", "no-such-data"), "does not exist")
     assert_one_line_error(cli(*base, "--space", tmp_path / "none.yaml"), "none.yaml")
     assert_one_line_error(cli("tune", "--resume"), "--resume needs --name")
+    changed = cli("tune", "--resume", "--name", "x", "--samples", "9", "--set", "seed=1")
+    assert_one_line_error(changed, "--resume continues sweep x", "--samples, --set")
     unknown = cli("tune", "--resume", "--name", "never-ran")
     assert_one_line_error(unknown, "no sweep named never-ran")
     nothing_written()

@@ -261,6 +261,7 @@ def tune(
     from pipeline.training.driver import _start_ray
 
     if resume:
+        _check_resume_options(config)
         plan, space = load_plan(config.name), None  # the Tuner keeps the space itself
     else:
         plan, space = plan_sweep(config, say)
@@ -348,6 +349,23 @@ def tune(
     if config.export_best or config.register:
         _export(plan, result, config.export_best, config.register)
     return result
+
+
+def _check_resume_options(config: SweepConfig) -> None:
+    """A resumed sweep runs as it was planned: options that would change it are refused."""
+    keep = ("model", "name", "export_best", "register")  # MODEL may be repeated, harmlessly
+    defaults = SweepConfig()
+    options = {"overrides": "--set", "config_file": "--config", "dataset": "--data"}
+    changed = [
+        options.get(name, "--" + name.replace("_", "-"))
+        for name in SweepConfig.__dataclass_fields__
+        if name not in keep and getattr(config, name) != getattr(defaults, name)
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume continues sweep {config.name} as it was planned; drop "
+            f"{', '.join(changed)} (or start a new sweep under another --name)"
+        )
 
 
 def load_plan(name: str | None) -> SweepPlan:

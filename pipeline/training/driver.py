@@ -231,6 +231,7 @@ def train_loop(loop_config: dict) -> None:
     from pipeline.training import checkpoint as ckpt
     from pipeline.training.loop import run_worker
 
+    _quiet_report_log()
     config = from_dict(TrainConfig, loop_config["config"])
     handle = tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
     context = RayContext(
@@ -262,6 +263,17 @@ def train_loop(loop_config: dict) -> None:
             tracker.log_artifact(final)
 
     run_worker(config, context, loop_config["dataset"], on_report)
+
+
+def _quiet_report_log() -> None:
+    """Ray Train V2 logs every report, metrics and all, at INFO through a logger named after
+    its file path, which LoggingConfig does not reach: one long line per report and rank."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray version: nothing to quiet
+        return
+    level = os.environ.get("PIPELINE_RAY_LOG_LEVEL", "WARNING")
+    logging.getLogger(train_context.__file__).setLevel(level)
 
 
 class RayContext:

@@ -71,6 +71,24 @@ Overwrite = Annotated[
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
 
+# -- options shared by train, tune and evaluate ---------------------------------------------
+
+Data = Annotated[
+    str | None, typer.Option("--data", help="Dataset name under the data dir, or a path.")
+]
+GpusPerWorker = Annotated[
+    float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (0 = CPU).")
+]
+Experiment = Annotated[str | None, typer.Option("--experiment", help="MLflow experiment name.")]
+FidWeights = Annotated[
+    str | None,
+    typer.Option(
+        "--fid-weights",
+        help="pt_inception-2015-12-05-6726825d.pth; default $PIPELINE_FID_WEIGHTS, the "
+        "torch hub cache, or a download (offline: a labelled stand-in).",
+    ),
+]
+
 
 def ingest_options(params: dict):
     """The `IngestOptions` of an ingest command, from its parameters (`locals()`): every

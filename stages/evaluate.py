@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import cli_errors
+from stages.common import FidWeights, cli_errors
 
 
 @cli_errors
@@ -33,14 +33,7 @@ def evaluate(
         int, typer.Option("--dims", help="Inception features: 2048 (standard), 768, 192, 64.")
     ] = 2048,
     batch: Annotated[int, typer.Option("--batch", help="Images per Inception forward.")] = 50,
-    fid_weights: Annotated[
-        str | None,
-        typer.Option(
-            "--fid-weights",
-            help="pt_inception-2015-12-05-6726825d.pth; default $PIPELINE_FID_WEIGHTS, the "
-            "torch hub cache, or a download (offline: a labelled stand-in).",
-        ),
-    ] = None,
+    fid_weights: FidWeights = None,
     kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="KID subsets.")] = 100,
     kid_subset_size: Annotated[
         int, typer.Option("--kid-subset-size", help="Images per KID subset.")

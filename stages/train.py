@@ -8,22 +8,18 @@ from typing import Annotated
 import typer
 
 from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
-from stages.common import DryRun, cli_errors
+from stages.common import Data, DryRun, Experiment, FidWeights, GpusPerWorker, cli_errors
 
 
 @cli_errors
 def train(
     model: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
-    data: Annotated[
-        str | None, typer.Option("--data", help="Dataset name under the data dir, or a path.")
-    ] = None,
+    data: Data = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs to train.")] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Ray Train workers (DDP ranks).")
     ] = None,
-    gpus_per_worker: Annotated[
-        float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (0 = CPU).")
-    ] = None,
+    gpus_per_worker: GpusPerWorker = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Global batch size, split across workers.")
     ] = None,
@@ -43,14 +39,7 @@ def train(
         int | None,
         typer.Option("--fid-dims", help="Inception features: 2048 (standard), 768, 192, 64."),
     ] = None,
-    fid_weights: Annotated[
-        str | None,
-        typer.Option(
-            "--fid-weights",
-            help="pt_inception-2015-12-05-6726825d.pth; default $PIPELINE_FID_WEIGHTS, the "
-            "torch hub cache, or a download (offline: a labelled stand-in).",
-        ),
-    ] = None,
+    fid_weights: FidWeights = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of config values.")
     ] = None,
@@ -58,9 +47,7 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Dotted override, e.g. --set optim.lr_g=1e-4 (repeatable)."),
     ] = None,
-    experiment: Annotated[
-        str | None, typer.Option("--experiment", help="MLflow experiment name.")
-    ] = None,
+    experiment: Experiment = None,
     resume: Annotated[
         str | None,
         typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
-from stages.common import DryRun, cli_errors
+from stages.common import Data, DryRun, Experiment, GpusPerWorker, cli_errors
 
 
 @cli_errors
@@ -17,9 +17,7 @@ def tune(
         str | None,
         typer.Argument(help=f"Model family: {', '.join(FAMILIES)} (not needed with --resume)."),
     ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="Dataset name under the data dir, or a path.")
-    ] = None,
+    data: Data = None,
     space: Annotated[
         Path | None,
         typer.Option("--space", help="Space file. Default: tune_spaces/MODEL.yaml."),
@@ -41,9 +39,7 @@ def tune(
     workers_per_trial: Annotated[
         int | None, typer.Option("--workers-per-trial", help="Ray Train workers (DDP ranks).")
     ] = None,
-    gpus_per_worker: Annotated[
-        float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (0 = CPU).")
-    ] = None,
+    gpus_per_worker: GpusPerWorker = None,
     concurrent: Annotated[
         int, typer.Option("--concurrent", help="Trials at once; 0 = as many as the cluster holds.")
     ] = 0,
@@ -65,9 +61,7 @@ def tune(
         list[str] | None,
         typer.Option("--set", help="Dotted override for every trial, e.g. --set fid.dims=64."),
     ] = None,
-    experiment: Annotated[
-        str | None, typer.Option("--experiment", help="MLflow experiment name.")
-    ] = None,
+    experiment: Experiment = None,
     export_best: Annotated[
         Path | None,
         typer.Option("--export-best", help="Write the best trial's generator.pt into this folder."),

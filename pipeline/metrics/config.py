@@ -39,6 +39,23 @@ def check_fid(fid: FidConfig) -> None:
         raise ConfigError("fid.kid_subsets must be >= 1 and fid.kid_subset_size >= 2")
 
 
+def check_reference(manifest: dict, split: str, fid: FidConfig) -> None:
+    """The real side of FID: `split` exists in the dataset and holds more images than the
+    features have dimensions (else the covariance is singular)."""
+    if split not in manifest["splits"]:
+        raise ConfigError(
+            f"FID against {manifest['name']}: no split {split!r}; it has: "
+            f"{', '.join(manifest['splits'])}"
+        )
+    rows = manifest["splits"][split]["rows"]
+    if min(rows, fid.samples) <= fid.dims:
+        raise ConfigError(
+            f"FID against {manifest['name']}/{split}: {rows} real images are too few for "
+            f"{fid.dims}-d features (needs more than {fid.dims}); use fewer FID dims "
+            "(64, 192 or 768) for a small dataset"
+        )
+
+
 def metric_name(base: str, standin: bool) -> str:
     """`fid` / `kid` for the real Inception weights; `fid_standin` / `kid_standin` for the
     random-weight stand-in, so its numbers never sit beside comparable ones."""

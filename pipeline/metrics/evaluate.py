@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.metrics.config import FidConfig, check_fid
+from pipeline.metrics.config import FidConfig, check_fid, check_reference
 
 
 @dataclass
@@ -113,15 +113,5 @@ def _dataset(name: str, state: dict, fid: FidConfig, split: str) -> Path:
             f"generator makes {state['image']['size']}px with {state['image']['channels']}: "
             "compare with a dataset ingested at the generator's size"
         )
-    if split not in manifest["splits"]:
-        raise PipelineError(
-            f"dataset {manifest['name']} has no split {split!r}; it has: "
-            f"{', '.join(manifest['splits'])}"
-        )
-    rows = manifest["splits"][split]["rows"]
-    if min(rows, fid.samples) <= fid.dims:
-        raise PipelineError(
-            f"{manifest['name']}/{split} has {rows} images: too few for {fid.dims}-d FID "
-            f"statistics (needs more than {fid.dims}); use --dims 64 (or 192, 768)"
-        )
+    check_reference(manifest, split, fid)
     return path

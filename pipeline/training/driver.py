@@ -87,22 +87,11 @@ def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None):
     set to the file (or "standin") the workers load, and the Backbone (None without FID)."""
     if not config.fid.every:
         return config, None
+    from pipeline.metrics.config import check_reference
     from pipeline.metrics.weights import resolve
 
-    split = config.fid.split or config.data.split
     if manifest is not None:
-        if split not in manifest["splits"]:
-            raise ConfigError(
-                f"fid.split {split!r}: dataset {manifest['name']} has only "
-                f"{', '.join(manifest['splits'])}"
-            )
-        rows = manifest["splits"][split]["rows"]
-        if min(rows, config.fid.samples) <= config.fid.dims:
-            raise ConfigError(
-                f"FID against {manifest['name']}/{split}: {rows} real images are too few for "
-                f"{config.fid.dims}-d features (needs more than {config.fid.dims}); use "
-                "--set fid.dims=64 (or 192, 768) for a small dataset"
-            )
+        check_reference(manifest, config.fid.split or config.data.split, config.fid)
     backbone = resolve(config.fid.weights or None, say=say)
     weights = backbone.path if not backbone.standin else "standin"
     return replace(config, fid=replace(config.fid, weights=weights)), backbone

@@ -44,9 +44,7 @@ class QuickstartResult:
     sweep: object | None = None  # pipeline.tuning.sweep.SweepResult
 
 
-def quickstart(
-    config: QuickstartConfig, progress_factory=None, say=print
-) -> QuickstartResult:
+def quickstart(config: QuickstartConfig, progress_factory=None, say=print) -> QuickstartResult:
     """Draw the demo sources (once), ingest them, draw a grid of each dataset; then train
     and sweep on the faces."""
     from pipeline.config import ConfigError

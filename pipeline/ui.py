@@ -104,4 +104,3 @@ def _wait_ready(url: str, process: subprocess.Popen) -> None:
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
     raise PipelineError(f"mlflow server did not answer at {url} within {READY_TIMEOUT_S} s")
-

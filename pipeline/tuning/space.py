@@ -295,6 +295,4 @@ def _is_number(value: Any) -> bool:
             value = float(value)
         except ValueError:
             return False
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

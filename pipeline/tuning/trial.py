@@ -170,4 +170,3 @@ def _has_checkpoint(handle) -> bool:
     from pipeline import tracking
 
     return "checkpoints/checkpoint.pt" in tracking.artifact_files(handle, "checkpoints")
-

@@ -318,6 +318,9 @@ def test_pbt_mutation_reaches_the_optimizer(cli, anime, tmp_path):
     donor = next(t for t in trials if t is not trial)
     assert trial.data.tags["pipeline.pbt.exploited"] == donor.data.tags["ray.trial_id"]
     assert f"PBT took over trial {donor.data.tags['ray.trial_id']}" in result.stdout
+    # synchronous PBT pauses and restarts both trials after epoch 1, and never after the
+    # last epoch (a restart there would have nothing to train and report no metric)
+    assert result.stdout.count(" started: ") == 4, result.stdout
     for key in ("lr_g", "lr_d"):
         used = [m.value for m in client.get_metric_history(trial.info.run_id, key)]
         searched = [m.value for m in client.get_metric_history(trial.info.run_id,

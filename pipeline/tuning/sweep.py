@@ -515,6 +515,9 @@ def _tuner(plan: SweepPlan, space: Space, resume: bool):
             name=plan.name,
             storage_path=plan.storage,
             callbacks=[TrialStatus(plan.to_dict())],
+            # PBT: a trial's last segment is its end. Without this, PBT may perturb on the
+            # final report too and restart trials that have nothing left to train.
+            stop={"epoch": plan.max_epochs} if plan.scheduler == "pbt" else None,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
         ),

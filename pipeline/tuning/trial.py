@@ -109,6 +109,11 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
     if start_from is not None:
         state = ckpt.load(start_from)
         epoch, images_seen = state["epoch"], state["images_seen"]
+    if epoch >= config.epochs:
+        # Restarted with nothing left to train (a resumed sweep whose trial had ended): say
+        # its last numbers again, so Tune's result for the trial carries the metric.
+        ray.tune.report({**tracking.run_metrics(handle), "epoch": epoch})
+        return
     tracker = tracking.Tracker(handle)
     interval = sweep.space["pbt"]["perturbation_interval"]
     while epoch < config.epochs:

@@ -87,9 +87,7 @@ def main() -> None:
 
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("anime-64/acgan")
-        (trial,) = client.search_runs(
-            [experiment.experiment_id], "tags.`mlflow.parentRunId` != ''"
-        )
+        (trial,) = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
         wall = (trial.info.end_time - trial.info.start_time) / 1000
         seen = client.get_metric_history(trial.info.run_id, "images_seen")
         rates = client.get_metric_history(trial.info.run_id, "images_per_s")

@@ -51,15 +51,18 @@ def test_same_weights_as_the_reference(reference, weights, net):
     assert state_dict_sha256(loaded) == expected, "the network does not hold the weights as loaded"
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "channels_last"])  # fmt: skip
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_features_match_pytorch_fid(reference, net, dtype):
+def test_features_match_pytorch_fid(reference, net, dtype, layout):
+    """NCHW is the reference's layout; channels-last is what the Embedder runs on a CPU."""
     dtype_name = str(dtype).removeprefix("torch.")
-    net = net.to(dtype)
+    net = net.to(dtype).to(memory_format=layout)
     for size in ("64", "299"):
         # What pytorch-fid feeds the network: ToTensor's uint8 / 255, NCHW.
         images = torch.from_numpy(reference[f"images_{size}"]).permute(0, 3, 1, 2)
         with torch.no_grad():
-            features = net(images.to(dtype) / 255)
+            features = net((images.to(dtype) / 255).contiguous(memory_format=layout))
         assert len(features) == len(DIMS)
         for dims, ours in zip(DIMS, features, strict=True):
             ref = reference[f"features_{dims}_{size}_{dtype_name}"]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pipeline.metrics.config import FidConfig
-from pipeline.metrics.fid import Embedder, dataset_reference
+from pipeline.metrics.fid import Embedder, dataset_reference, ensure_reference
 from pipeline.metrics.weights import resolve
 from pipeline.training.loop import LocalContext, run_worker
 from tests.test_training_loop import config
@@ -63,6 +63,58 @@ def test_reference_statistics_are_computed_once_then_read_from_the_cache(tmp_pat
     assert again.status == "computed"
     np.testing.assert_allclose(again.sigma, first.sigma, rtol=1e-12)
     assert not list((dataset / "stats").glob(".*tmp*"))  # no half-written file left
+
+
+def _reference_on_rank(rank: int, world: int, init: str, dataset: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    embedder = Embedder(resolve(download=False, say=lambda line: None), 64, batch=16)
+    real = dataset_reference(embedder, dataset, "train", FidConfig(samples=70, dims=64))
+    assert (real is None) == (rank != 0)  # the statistics live on rank 0
+    if rank == 0:
+        np.savez(out, mu=real.mu, sigma=real.sigma, features=real.features)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_compute_the_reference_together_as_one_process_does(tmp_path):
+    """GPU runs and remote clusters: the workers share the reference images at the first
+    evaluation (gloo here); rank 0 gets the numbers one process computes alone."""
+    import torch.multiprocessing as mp
+
+    from tests.conftest import require_shared
+
+    require_shared("anime-mlds2018")
+    together, alone = anime_dataset(tmp_path / "together"), anime_dataset(tmp_path / "alone")
+    out = tmp_path / "ranks.npz"
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_reference_on_rank, args=(2, init, str(together), str(out)), nprocs=2)
+    (written,) = stats_files(together)  # rank 0 wrote the cache, once
+    one = dataset_reference(Embedder(resolve(), 64, batch=16), alone, "train",
+                            FidConfig(samples=70, dims=64))  # fmt: skip
+    got = np.load(out)
+    np.testing.assert_allclose(got["features"], one.features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["mu"], one.mu, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["sigma"], one.sigma, rtol=1e-4, atol=1e-7)
+    assert written.name == stats_files(alone)[0].name  # the same cache key
+
+
+def test_ensure_reference_computes_only_what_the_cache_lacks(tmp_path):
+    """What the driver runs before CPU workers start (`precompute_fid_reference`)."""
+    from tests.conftest import require_shared
+
+    require_shared("anime-mlds2018")
+    dataset = anime_dataset(tmp_path)
+    fid = FidConfig(samples=40, dims=64)
+    lines = []
+    path = ensure_reference(resolve(), dataset, "train", fid, say=lines.append)
+    assert stats_files(dataset) == [path] and "computed" in lines[-1]
+    stamp = path.stat().st_mtime_ns
+    assert ensure_reference(resolve(), dataset, "train", fid, say=lines.append) == path
+    assert path.stat().st_mtime_ns == stamp and len(lines) == 1  # read, not recomputed
+    cached = dataset_reference(Embedder(resolve(), 64, batch=16), dataset, "train", fid)
+    assert cached.status == "cached"
 
 
 def test_training_logs_standin_fid_every_epoch_with_the_reference_computed_once(anime, tmp_path):

@@ -268,7 +268,9 @@ def test_fid_every_epoch_with_two_workers_then_evaluate_logs_into_the_run(cli, d
     assert run.data.params["fid.weights"] == "standin"
     assert run.data.tags["pipeline.fid_backbone"] == "standin"
     assert "fid/protocol.json" in artifacts(store, run_id)
-    (cache,) = (anime / "stats").glob("*.npz")  # computed once, by the two ranks together
+    # computed once, by the driver before the (CPU) workers started; they read it
+    assert "FID reference statistics of" in result.output
+    (cache,) = (anime / "stats").glob("*.npz")
     stamp = cache.stat().st_mtime_ns
 
     evaluated = cli("evaluate", run_id, "--samples", "96", "--dims", "64", "--kid-subsets", "5")

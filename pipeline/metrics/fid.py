@@ -171,6 +171,27 @@ def dataset_reference(
     return RealStats(mu, sigma, features, n, source, "computed")
 
 
+def ensure_reference(
+    backbone: Backbone,
+    dataset_path: str | Path,
+    split: str,
+    fid: FidConfig,
+    device="cpu",
+    say: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """The reference statistics in the dataset's cache, computed here (one process) when they
+    are not there yet; builds the network only then. Returns the cache file."""
+    from pipeline.data.reader import ShardDataset
+
+    data = ShardDataset(dataset_path, split)
+    key = cache_key(data.manifest, split, min(fid.samples, len(data)), fid, backbone)
+    path = cache_path(Path(dataset_path), key)
+    if not _matches(path, key):
+        dataset_reference(Embedder(backbone, fid.dims, device, fid.batch), dataset_path, split,
+                          fid, say)  # fmt: skip
+    return path
+
+
 def _matches(path: Path, key: dict) -> bool:
     if not path.is_file():
         return False

@@ -91,23 +91,23 @@ def resolve(path: str | Path | None = None, *, download: bool = True, say=None) 
             return Backbone("inception", str(fetched), sha256(fetched))
         except Unreachable as exc:
             say(f"FID weights: {exc}")
-    from pipeline.metrics.inception import standin_state_dict, state_dict_sha256
+    from pipeline.metrics.inception import standin_sha256
 
     say(
         "FID weights not found (pass --fid-weights FILE, set PIPELINE_FID_WEIGHTS, or put "
         f"{FILE} in {cached.parent}): using the random-weight STAND-IN; its numbers are "
         "logged as fid_standin / kid_standin and are not comparable with published FID"
     )
-    return Backbone("standin", None, state_dict_sha256(standin_state_dict()))
+    return Backbone("standin", None, standin_sha256())
 
 
 def backbone_for(weights: str) -> Backbone:
     """The backbone a worker uses: what the driver resolved (a path, or "standin"), or,
     when nothing was resolved (a loop run without the driver), `resolve()`."""
     if weights == "standin":
-        from pipeline.metrics.inception import standin_state_dict, state_dict_sha256
+        from pipeline.metrics.inception import standin_sha256
 
-        return Backbone("standin", None, state_dict_sha256(standin_state_dict()))
+        return Backbone("standin", None, standin_sha256())
     if weights:
         file = Path(weights)
         if not file.is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,6 +98,27 @@ def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None):
     return replace(config, fid=replace(config.fid, weights=weights)), backbone
 
 
+def precompute_fid_reference(config: TrainConfig, dataset_path: Path, say=None) -> None:
+    """CPU workers on this machine (a local Ray): the FID reference statistics are computed
+    here, once, before any worker starts; runs and sweep trials then read them from the
+    dataset's `stats/` cache. Otherwise (GPUs, a remote cluster) the workers compute them
+    together at the first evaluation, where they are faster. Without this, the first FID of
+    every concurrent first trial of a sweep computed them again, inside its own time."""
+    if not config.fid.every or config.gpus_per_worker > 0 or os.environ.get("RAY_ADDRESS"):
+        return
+    from pipeline.metrics.fid import ensure_reference
+    from pipeline.metrics.weights import backbone_for
+
+    say = say or (lambda line: print(line, file=sys.stderr))
+    ensure_reference(
+        backbone_for(config.fid.weights),
+        dataset_path,
+        config.fid.split or config.data.split,
+        config.fid,
+        say=say,
+    )
+
+
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     """Run (or with `resume`, continue) a training run; returns how it ended."""
     from pipeline import tracking
@@ -110,6 +132,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     config, backbone = prepare_fid(config, manifest)
     if not os.environ.get("RAY_ADDRESS"):
         _check_local_resources(config)  # before Ray starts
+    precompute_fid_reference(config, dataset_path)
     _start_ray()
     _check_resources(config)  # before the MLflow run is created
     if resume is None:
@@ -312,6 +335,10 @@ def _start_ray() -> None:
     # wind-down waiting for that (notes: 21 s -> 15 s with 0.5 s).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # One machine is never drained by a cluster: Ray Train's preemption watcher would only
+        # add an actor process (and its start-up) to every fit, and to every sweep trial.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     try:
         if address:
             ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)

@@ -258,7 +258,7 @@ def tune(
     """Run a new sweep, or with `resume`, continue sweep `config.name`; returns its summary."""
     from pipeline import tracking
     from pipeline.training.config import TrainConfig
-    from pipeline.training.driver import _start_ray
+    from pipeline.training.driver import _start_ray, precompute_fid_reference
 
     if resume:
         _check_resume_options(config)
@@ -273,6 +273,7 @@ def tune(
     base = from_dict(TrainConfig, plan.base)
     if not os.environ.get("RAY_ADDRESS"):
         _check_local_resources(base, plan.concurrent)  # before Ray starts
+    precompute_fid_reference(base, Path(plan.dataset_path), say)  # once, not in each trial
     _start_ray()
     plan.concurrent = _concurrency(base, plan.concurrent)
 

@@ -56,6 +56,9 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's limits (mlflow.utils.validation): a log_batch takes at most 100 params + tags and
 # 1000 metrics; longer param and tag values are rejected.
 MAX_PARAMS_PER_BATCH = 100
+# MLflow draws a tqdm bar on stderr for every artifact download when tqdm is installed (optuna
+# brings it): noise before our one-line messages and errors. Users can turn it back on.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000

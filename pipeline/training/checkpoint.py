@@ -19,6 +19,9 @@ from pipeline.errors import PipelineError
 FORMAT = "pipeline-gan-checkpoint"
 VERSION = 1
 FILE = "checkpoint.pt"
+GENERATOR_FILE = "generator.pt"
+# What `pipeline sample` / `evaluate` need of a run: G_ema and how to build it, nothing to train.
+GENERATOR_KEYS = ("config", "labels", "image", "G_ema", "epoch", "step", "images_seen")
 
 
 def save(path: Path, state: dict) -> Path:
@@ -39,6 +42,12 @@ def save(path: Path, state: dict) -> Path:
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def save_generator(state: dict, path: Path) -> Path:
+    """The generator-only file of a training checkpoint's `state` (a run's final G_ema, a
+    sweep's exported best): smaller, and all that sampling needs."""
+    return save(path, {key: state[key] for key in GENERATOR_KEYS})
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:

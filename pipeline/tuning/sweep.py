@@ -695,15 +695,15 @@ def _export(plan: SweepPlan, result: SweepResult, folder: str | None, name: str 
     if best is None or not best.checkpoint:
         raise PipelineError(f"sweep {plan.name}: the best trial left no checkpoint to export")
     state = ckpt.load(Path(best.checkpoint))
-    keys = ("config", "labels", "image", "G_ema", "epoch", "step", "images_seen")
-    generator = {k: state[k] for k in keys}
     if folder:
-        result.exported = ckpt.save(Path(folder).expanduser() / "generator.pt", generator)
+        result.exported = ckpt.save_generator(
+            state, Path(folder).expanduser() / ckpt.GENERATOR_FILE
+        )
     if name:
         handle = tracking.find_run(plan.uri, best.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             tracking.Tracker(handle).log_artifact(
-                ckpt.save(Path(tmp) / "generator.pt", generator), "best"
+                ckpt.save_generator(state, Path(tmp) / ckpt.GENERATOR_FILE), "best"
             )
         version = tracking.register_model(handle, "best", name)
         result.registered = f"{name} version {version}"

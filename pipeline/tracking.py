@@ -298,6 +298,14 @@ def find_run_by_tags(
     return RunHandle(uri, info.run_id, info.experiment_id, info.run_name)
 
 
+def find_trial_run(
+    uri: str, experiment: str, sweep: str, parent_run_id: str, trial_id: str
+) -> RunHandle | None:
+    """A sweep trial's child run, by its Tune trial id under the sweep's parent run, or None."""
+    tags = {"ray.trial_id": trial_id, "pipeline.sweep": sweep}
+    return find_run_by_tags(uri, experiment, tags, parent_run_id=parent_run_id)
+
+
 def reopen_run(handle: RunHandle) -> None:
     """Mark a resumed run RUNNING again (MLflow keeps its old end time until it ends again)."""
     from mlflow.exceptions import MlflowException

@@ -5,14 +5,19 @@ Heavy imports (pyarrow, torch, ray, mlflow) stay inside functions so `pipeline -
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.errors import PipelineError
+
+INTERRUPTED = "interrupted"  # Ctrl-C, where nothing more can be said
 
 
 def fail(message: str) -> None:
@@ -21,8 +26,13 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def cli_errors(fn):
-    """Turn a `PipelineError` (and Ctrl-C) into one line on stderr and a non-zero exit."""
+def cli_errors(fn=None, *, interrupted: str = INTERRUPTED):
+    """Turn a `PipelineError` into one line on stderr and exit 1, and Ctrl-C into the line
+    `interrupted` and exit 130: what an interruption leaves behind differs by command, so
+    each says its own (`@cli_errors(interrupted="interrupted: ...")`; bare `@cli_errors`
+    says only "interrupted")."""
+    if fn is None:
+        return functools.partial(cli_errors, interrupted=interrupted)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -31,9 +41,7 @@ def cli_errors(fn):
         except PipelineError as exc:
             fail(" ".join(str(exc).split()))
         except KeyboardInterrupt:
-            typer.echo(
-                "interrupted: finished shards are kept; rerun the same command to resume", err=True
-            )
+            typer.echo(interrupted, err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -90,17 +98,60 @@ FidWeights = Annotated[
 ]
 
 
-def ingest_options(params: dict):
-    """The `IngestOptions` of an ingest command, from its parameters (`locals()`): every
-    command takes the same shared options above, and this picks them out by name."""
-    import dataclasses
+@dataclasses.dataclass(frozen=True)
+class IngestArgs:
+    """The options every ingest command takes, declared once here.
 
-    from pipeline.config import from_dict
-    from pipeline.data.ingest import IngestOptions
+    `@ingest_command` puts them in each command's signature after its own options, so Typer
+    shows them in every `--help` with the same names, defaults and help, and hands them to
+    the command as one `shared: IngestArgs` argument.
+    """
 
-    values = {f.name: params[f.name] for f in dataclasses.fields(IngestOptions)}
-    values["out"] = str(values["out"]) if values["out"] is not None else None
-    return from_dict(IngestOptions, values)
+    out: Out = None
+    size: Size = 64
+    encoding: Encoding = "raw"
+    quality: Quality = 95
+    workers: Workers = 0
+    limit: Limit = None
+    max_bad: MaxBad = 0.05
+    shard_rows: ShardRows = 0
+    overwrite: Overwrite = False
+    dry_run: DryRun = False
+
+    def options(self):
+        """The engine's `IngestOptions` (checked: a bad value is a `ConfigError`)."""
+        from pipeline.config import from_dict
+        from pipeline.data.ingest import IngestOptions
+
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(IngestOptions)}
+        values["out"] = str(values["out"]) if values["out"] is not None else None
+        return from_dict(IngestOptions, values)
+
+
+def ingest_command(*, size: int = 64):
+    """Give an ingest command the shared `IngestArgs` options; `size` is their default side
+    (MNIST's is 32). The command declares its own options and `shared: IngestArgs`."""
+    types = typing.get_type_hints(IngestArgs, include_extras=True)
+    defaults = {**{f.name: f.default for f in dataclasses.fields(IngestArgs)}, "size": size}
+    shared_parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=types[name], default=d)
+        for name, d in defaults.items()
+    ]
+
+    def decorate(fn):
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "shared"]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            shared = IngestArgs(**{name: kwargs.pop(name, defaults[name]) for name in defaults})
+            return fn(*args, shared=shared, **kwargs)
+
+        command.__signature__ = signature.replace(parameters=own + shared_parameters)
+        command.__annotations__ = {p.name: p.annotation for p in own + shared_parameters}
+        return command
+
+    return decorate
 
 
 def run_ingest(source_factory, options, dry_run: bool, source_config: dict) -> None:
@@ -226,3 +277,9 @@ def print_summary(result) -> None:
 
 def echo_err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def data_dir_option(what: str):
+    """`--data`, a folder that defaults to the data dir; `what` opens its help
+    (`Annotated[Path | None, data_dir_option("Folder to scan.")] = None`)."""
+    return typer.Option("--data", help=f"{what} Default: the data dir ($PIPELINE_DATA or ./data).")

@@ -7,21 +7,10 @@ from typing import Annotated
 
 import typer
 
-from stages.common import (
-    DryRun,
-    Encoding,
-    Limit,
-    MaxBad,
-    Out,
-    Overwrite,
-    Quality,
-    ShardRows,
-    Size,
-    Workers,
-    cli_errors,
-    ingest_options,
-    run_ingest,
-)
+from stages.common import IngestArgs, cli_errors, ingest_command, run_ingest
+
+# A killed ingest keeps its complete shards, and a rerun resumes from them (pipeline.data.ingest).
+INTERRUPTED = "interrupted: finished shards are kept; rerun the same command to resume"
 
 app = typer.Typer(
     help="Ingest a dataset into Arrow shards under the data dir ($PIPELINE_DATA, default ./data).",
@@ -38,7 +27,8 @@ app = typer.Typer(
   pipeline ingest lsun bedroom --lmdb ~/lsun/bedroom_train_lmdb --size 64\n
   pipeline ingest lsun church_outdoor --download --limit 100000""",
 )
-@cli_errors
+@cli_errors(interrupted=INTERRUPTED)
+@ingest_command()
 def lsun(
     category: Annotated[str, typer.Argument(help="LSUN scene category, e.g. bedroom.")],
     lmdb: Annotated[
@@ -62,21 +52,25 @@ def lsun(
     url: Annotated[
         str | None, typer.Option("--url", help="Download URL template with {category} and {split}.")
     ] = None,
-    out: Out = None,
-    size: Size = 64,
-    encoding: Encoding = "raw",
-    quality: Quality = 95,
-    workers: Workers = 0,
-    limit: Limit = None,
-    max_bad: MaxBad = 0.05,
-    shard_rows: ShardRows = 0,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
+    *,
+    shared: IngestArgs,
 ) -> None:
     """Ingest an LSUN scene category from its released LMDB."""
+    ingest_lsun(category, lmdb, val_lmdb, download, url, shared)
+
+
+def ingest_lsun(
+    category: str,
+    lmdb: Path | None,
+    val_lmdb: Path | None,
+    download: bool,
+    url: str | None,
+    shared: IngestArgs,
+) -> None:
+    """`pipeline ingest lsun` and its alias `lsun-bedroom`."""
     from pipeline.data.sources import lsun as lsun_source
 
-    options = ingest_options(locals())
+    options = shared.options()
     if category not in lsun_source.CATEGORIES:
         from pipeline.config import ConfigError
 
@@ -85,7 +79,7 @@ def lsun(
             f"{', '.join(lsun_source.CATEGORIES)}"
         )
     train, val = lsun_source.locate(
-        category, lmdb, val_lmdb, download=download and not dry_run, url=url
+        category, lmdb, val_lmdb, download=download and not shared.dry_run, url=url
     )
     config = {
         "kind": "lsun",
@@ -94,7 +88,10 @@ def lsun(
         "val_lmdb": str(val) if val else None,
     }
     run_ingest(
-        lambda: lsun_source.LsunSource(category, train, val, size=size), options, dry_run, config
+        lambda: lsun_source.LsunSource(category, train, val, size=options.size),
+        options,
+        shared.dry_run,
+        config,
     )
 
 
@@ -102,6 +99,8 @@ def lsun(
     "lsun-bedroom",
     epilog="Example:\n\n  pipeline ingest lsun-bedroom --lmdb ~/lsun/bedroom_train_lmdb --size 64",
 )
+@cli_errors(interrupted=INTERRUPTED)
+@ingest_command()
 def lsun_bedroom(
     lmdb: Annotated[
         Path | None, typer.Option("--lmdb", help="The bedroom_train_lmdb folder.")
@@ -111,35 +110,11 @@ def lsun_bedroom(
         bool, typer.Option("--download", help="Fetch the official zip first.")
     ] = False,
     url: Annotated[str | None, typer.Option("--url", help="Download URL template.")] = None,
-    out: Out = None,
-    size: Size = 64,
-    encoding: Encoding = "raw",
-    quality: Quality = 95,
-    workers: Workers = 0,
-    limit: Limit = None,
-    max_bad: MaxBad = 0.05,
-    shard_rows: ShardRows = 0,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
+    *,
+    shared: IngestArgs,
 ) -> None:
     """Ingest LSUN bedroom (same as `pipeline ingest lsun bedroom`)."""
-    lsun(
-        "bedroom",
-        lmdb=lmdb,
-        val_lmdb=val_lmdb,
-        download=download,
-        url=url,
-        out=out,
-        size=size,
-        encoding=encoding,
-        quality=quality,
-        workers=workers,
-        limit=limit,
-        max_bad=max_bad,
-        shard_rows=shard_rows,
-        overwrite=overwrite,
-        dry_run=dry_run,
-    )
+    ingest_lsun("bedroom", lmdb, val_lmdb, download, url, shared)
 
 
 # -- CelebA --------------------------------------------------------------------------------
@@ -155,7 +130,8 @@ def lsun_bedroom(
     "flat or under Img/) and the annotation files, flat or in Anno/ and Eval/ as "
     "released (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html).",
 )
-@cli_errors
+@cli_errors(interrupted=INTERRUPTED)
+@ingest_command()
 def celeba(
     root: Annotated[
         Path | None,
@@ -193,21 +169,13 @@ def celeba(
             "--no-identity", help="Leave out the identity column (identity_CelebA.txt not needed)."
         ),
     ] = False,
-    out: Out = None,
-    size: Size = 64,
-    encoding: Encoding = "raw",
-    quality: Quality = 95,
-    workers: Workers = 0,
-    limit: Limit = None,
-    max_bad: MaxBad = 0.05,
-    shard_rows: ShardRows = 0,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
+    *,
+    shared: IngestArgs,
 ) -> None:
     """Ingest CelebA: the official train/val/test splits, 40 attributes and identities."""
     from pipeline.data.sources import celeba as celeba_source
 
-    options = ingest_options(locals())
+    options = shared.options()
     margin = celeba_source.check_bbox_margin(crop, bbox_margin)
     files = celeba_source.locate(root, crop, attrs=not no_attrs, identity=not no_identity)
     config = {
@@ -220,13 +188,13 @@ def celeba(
         lambda: celeba_source.CelebaSource(
             files.root,
             crop=crop,
-            size=size,
+            size=options.size,
             bbox_margin=bbox_margin,
             attrs=not no_attrs,
             identity=not no_identity,
         ),
         options,
-        dry_run,
+        shared.dry_run,
         config,
     )
 
@@ -244,7 +212,8 @@ def celeba(
     "aqua eyes`: groups hair and eyes); or `id,class`. Ids are file stems or paths "
     "relative to --root.",
 )
-@cli_errors
+@cli_errors(interrupted=INTERRUPTED)
+@ingest_command()
 def images(
     root: Annotated[
         Path,
@@ -269,21 +238,13 @@ def images(
             "or <parent folder>-<size> for a generic root such as extra_data or images.",
         ),
     ] = None,
-    out: Out = None,
-    size: Size = 64,
-    encoding: Encoding = "raw",
-    quality: Quality = 95,
-    workers: Workers = 0,
-    limit: Limit = None,
-    max_bad: MaxBad = 0.05,
-    shard_rows: ShardRows = 0,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
+    *,
+    shared: IngestArgs,
 ) -> None:
     """Ingest a folder of images, labelled by sub-folder or by a CSV (e.g. anime hair/eye tags)."""
     from pipeline.data.sources import images as images_source
 
-    options = ingest_options(locals())
+    options = shared.options()
     folder = images_source.check_root(root)
     labels_file = images_source.check_labels_file(labels) if labels is not None else None
     if name is not None:
@@ -292,12 +253,12 @@ def images(
         "kind": "images",
         "root": str(folder),
         "labels": str(labels_file) if labels_file else None,
-        "name": name or images_source.default_dataset_name(folder, size),
+        "name": name or images_source.default_dataset_name(folder, options.size),
     }
     run_ingest(
-        lambda: images_source.ImageFolderSource(folder, labels_file, name=name, size=size),
+        lambda: images_source.ImageFolderSource(folder, labels_file, name=name, size=options.size),
         options,
-        dry_run,
+        shared.dry_run,
         config,
     )
 
@@ -311,7 +272,8 @@ def images(
   pipeline ingest mnist                       # idx files in <data dir>/mnist\n
   pipeline ingest mnist --root ~/mnist --size 28""",
 )
-@cli_errors
+@cli_errors(interrupted=INTERRUPTED)
+@ingest_command(size=32)
 def mnist(
     root: Annotated[
         Path | None,
@@ -321,25 +283,17 @@ def mnist(
             "Default: <data dir>/mnist.",
         ),
     ] = None,
-    out: Out = None,
-    size: Size = 32,
-    encoding: Encoding = "raw",
-    quality: Quality = 95,
-    workers: Workers = 0,
-    limit: Limit = None,
-    max_bad: MaxBad = 0.05,
-    shard_rows: ShardRows = 0,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
+    *,
+    shared: IngestArgs,
 ) -> None:
     """Ingest MNIST from its idx files: train and test splits, one channel, digits 0-9."""
     from pipeline.data.sources import mnist as mnist_source
 
-    options = ingest_options(locals())
+    options = shared.options()
     folder = mnist_source.locate(root)
     run_ingest(
-        lambda: mnist_source.MnistSource(folder, size=size),
+        lambda: mnist_source.MnistSource(folder, size=options.size),
         options,
-        dry_run,
+        shared.dry_run,
         {"kind": "mnist", "root": str(folder)},
     )

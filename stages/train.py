@@ -11,7 +11,10 @@ from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
 from stages.common import Data, DryRun, Experiment, FidWeights, GpusPerWorker, cli_errors
 
 
-@cli_errors
+@cli_errors(
+    interrupted="interrupted: the MLflow run is marked KILLED; continue it from its last "
+    "checkpoint with `pipeline train MODEL --resume RUN_ID`"
+)
 def train(
     model: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
     data: Data = None,

@@ -11,7 +11,10 @@ from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
 from stages.common import Data, DryRun, Experiment, GpusPerWorker, cli_errors
 
 
-@cli_errors
+@cli_errors(
+    interrupted="interrupted: the sweep's MLflow runs are marked KILLED; continue it with "
+    "`pipeline tune --resume --name SWEEP`"
+)
 def tune(
     model: Annotated[
         str | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 
 def test_help_lists_the_stages(cli):
@@ -39,3 +40,31 @@ def test_datasets_list_empty_and_show_missing(cli, tmp_path):
     result = cli("datasets", "show", "nope-64")
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_what_the_command_leaves(cli, monkeypatch, tmp_path):
+    """Ctrl-C ends with one line that is true for the command: ingest keeps its shards,
+    train's MLflow run can be resumed."""
+    import pipeline.data.ingest
+
+    monkeypatch.setattr(pipeline.data.ingest, "ingest", interrupt)
+    result = cli("ingest", "images", "--root", tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == (
+        "interrupted: finished shards are kept; rerun the same command to resume"
+    )
+
+    # The driver stands in for a training run cut short (no torch, no Ray).
+    driver = types.ModuleType("pipeline.training.driver")
+    driver.train = interrupt
+    monkeypatch.setitem(sys.modules, "pipeline.training.driver", driver)
+    result = cli("train", "dcgan")
+    assert result.exit_code == 130
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "shards" not in err, err
+    assert err.startswith("interrupted: the MLflow run is marked KILLED")
+    assert "pipeline train MODEL --resume RUN_ID" in err

@@ -25,13 +25,12 @@ READY_TIMEOUT_S = 90
 
 def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """`mlflow server` over `uri`; new experiments' artifacts beside a local database."""
-    from pipeline import tracking
+    from pipeline.tracking.store import local_artifact_root
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    path, _ = tracking._sqlite_path(uri) if uri.startswith("sqlite:") else (None, "")
-    if path is not None:
-        artifacts = path.parent / tracking.ARTIFACTS_DIR
+    artifacts = local_artifact_root(uri)
+    if artifacts is not None:
         command += ["--artifacts-destination", str(artifacts)]
     return command
 
@@ -67,7 +66,9 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
-            process.terminate()  # SIGTERM to the server stops its whole tree (notes)
+            # `mlflow server` forwards SIGTERM to its uvicorn, which stops its workers and
+            # frees the port; a SIGKILL would leave them running, holding it.
+            process.terminate()
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:

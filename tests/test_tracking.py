@@ -21,6 +21,7 @@ import pytest
 from pipeline import tracking
 from pipeline.errors import PipelineError
 from pipeline.tracking import RunHandle, Tracker
+from pipeline.tracking import tracker as tracker_module
 
 
 @pytest.fixture(scope="session")
@@ -326,27 +327,27 @@ class FlakyClient:
 
 
 def test_transient_failures_are_retried_then_dropped_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(tracking, "RETRY_WAITS_S", (0.01, 0.01))
+    monkeypatch.setattr(tracker_module, "RETRY_WAITS_S", (0.01, 0.01))
     handle = RunHandle("sqlite:////nowhere/mlflow.db", "r" * 32, "1", "run")
 
     flaky = FlakyClient(failures=2, code="TEMPORARILY_UNAVAILABLE")  # a locked sqlite store
-    monkeypatch.setattr(tracking, "_client", lambda uri: flaky)
+    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: flaky)
     Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)
     assert flaky.calls == 3 and "could not" not in caplog.text
 
     dead = FlakyClient(failures=99, code="TEMPORARILY_UNAVAILABLE")
-    monkeypatch.setattr(tracking, "_client", lambda uri: dead)
+    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: dead)
     Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)  # does not raise
     assert dead.calls == 3 and "could not log metrics (store trouble)" in caplog.text
 
     refused = FlakyClient(failures=99, code="INVALID_PARAMETER_VALUE")  # no use retrying
-    monkeypatch.setattr(tracking, "_client", lambda uri: refused)
+    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: refused)
     Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)
     assert refused.calls == 1
 
 
 def test_tracker_towards_a_dead_server_warns_quickly(monkeypatch, caplog):
-    monkeypatch.setattr(tracking, "RETRY_WAITS_S", (0.01, 0.01))
+    monkeypatch.setattr(tracker_module, "RETRY_WAITS_S", (0.01, 0.01))
     handle = RunHandle(f"http://127.0.0.1:{free_port()}", "r" * 32, "1", "run")
     started = time.perf_counter()
     Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)

@@ -1,0 +1,220 @@
+"""Where the MLflow store is, and making it ready: tracking URIs, store creation, the folder lock.
+
+The driver resolves the tracking URI to an absolute one (`tracking_uri`) because Ray workers
+run with another current directory, and creates the store once before Ray starts
+(`prepare_store`: a fresh sqlite store created by several processes at once fails with
+"duplicate column name"). With a local database, artifacts live beside it,
+`<folder of mlflow.db>/mlruns/<experiment name>/<run id>/artifacts`, as an absolute path fixed
+when the experiment is created (`artifact_location`), so workers with another current
+directory write to the same place and a bare `mlflow ui` in that folder shows them.
+
+mlflow is imported inside functions (`import mlflow` takes ~1.5 s; `pipeline --help` must not
+pay it); every client is made by `mlflow_client`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import PipelineError, one_line
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+DEFAULT_DB = "mlflow.db"  # MLflow 3's own default store: sqlite:///mlflow.db in the cwd
+ARTIFACTS_DIR = "mlruns"  # MLflow's default artifact root for a database store
+PROBE_TIMEOUT_S = 3.0
+
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracking URIs.
+
+
+def tracking_uri() -> str:
+    """The tracking URI, absolute: `$MLFLOW_TRACKING_URI` or MLflow's default store.
+
+    Relative sqlite and file paths are resolved against the current directory here, in the
+    driver, because Ray workers run elsewhere. Unset, this is MLflow's own default made
+    absolute, `sqlite:///<cwd>/mlflow.db`, so a bare `mlflow ui` in that folder shows the runs.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return absolute_uri(uri) if uri else sqlite_uri(Path(DEFAULT_DB))
+
+
+def absolute_uri(uri: str) -> str:
+    """`uri` with a relative sqlite or file path made absolute; other URIs unchanged."""
+    scheme = uri_scheme(uri)
+    if scheme == "sqlite":
+        path, query = sqlite_path(uri)
+        return sqlite_uri(path, query) if path is not None else uri
+    if scheme == "file":
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            return uri
+        return file_uri(Path(urllib.parse.unquote(parsed.path)))
+    if scheme == "" and uri != "databricks":
+        return file_uri(Path(uri))  # a bare path is a file store to MLflow
+    return uri
+
+
+def uri_scheme(uri: str) -> str:
+    """The scheme of a URI, lower case and without a driver (`postgresql+psycopg2` ->
+    `postgresql`); "" for a bare path."""
+    match = _SCHEME.match(uri)
+    if match is None or len(match.group(1)) == 1:  # "C:\..." is a Windows path
+        return ""
+    return match.group(1).lower().split("+")[0]
+
+
+def sqlite_path(uri: str) -> tuple[Path | None, str]:
+    """The database file of a sqlite URI (None for in-memory) and its query string."""
+    rest = uri.split(":", 1)[1]
+    rest, _, query = rest.partition("?")
+    if not rest.startswith("///") or rest == "///" or rest.startswith("///:memory:"):
+        return None, query
+    return Path(urllib.parse.unquote(rest[3:])).expanduser(), query
+
+
+def sqlite_uri(path: Path, query: str = "") -> str:
+    uri = "sqlite:///" + os.path.abspath(path)
+    return f"{uri}?{query}" if query else uri
+
+
+def file_uri(path: Path) -> str:
+    return Path(os.path.abspath(path.expanduser())).as_uri()
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments and their artifacts.
+
+
+def default_experiment(dataset_name: str, model: str) -> str:
+    """The experiment of a dataset and model family: `celeba-64/dcgan`."""
+    return f"{Path(dataset_name).name}/{model}"
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """The artifact root beside a local sqlite database, `<folder of mlflow.db>/mlruns`;
+    None for any other store (and for an in-memory database)."""
+    path, _ = sqlite_path(uri) if uri_scheme(uri) == "sqlite" else (None, "")
+    return path.parent / ARTIFACTS_DIR if path is not None else None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: absolute, beside a local database.
+
+    None lets the store decide: a server has its own artifact root (`mlflow-artifacts:/`),
+    a file store keeps artifacts inside itself.
+    """
+    if uri_scheme(uri) not in _DATABASE_SCHEMES:
+        return None
+    root = local_artifact_root(uri) or Path.cwd() / ARTIFACTS_DIR
+    parts = [re.sub(r"[^\w.-]+", "_", part) for part in experiment.split("/")]
+    parts = [part for part in parts if part.strip(".")] or ["experiment"]
+    return str(Path(os.path.abspath(root), *parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Making the store ready, and the client.
+
+
+def prepare_store(uri: str) -> None:
+    """Make the store ready before Ray starts: create a database store (once), probe a server.
+
+    A fresh sqlite store created by several processes at once fails (migration races), so the
+    driver calls this first; it holds a lock on the database's folder while MLflow creates the
+    tables, which also makes two drivers starting together safe. An existing store is only
+    opened. A server that does not answer is a `PipelineError` within a few seconds.
+    """
+    scheme = uri_scheme(uri)
+    if scheme in ("http", "https"):
+        _probe_server(uri)
+        return
+    if scheme.startswith("databricks") or uri == "databricks":
+        return  # needs Databricks credentials; the first real call says what is wrong
+    try:
+        path, _ = sqlite_path(uri) if scheme == "sqlite" else (None, "")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with folder_lock(path.parent):
+                if not _sqlite_has_tables(path):
+                    mlflow_client(uri).search_experiments(max_results=1)  # creates the tables
+        mlflow_client(uri).search_experiments(max_results=1)
+    except Exception as error:  # any failure to open the store is the user's to fix
+        raise PipelineError(f"cannot open the MLflow store {uri}: {one_line(error)}") from error
+
+
+def mlflow_client(uri: str) -> MlflowClient:
+    """A client of the store at `uri`. MLflow caches the store per URI, so a client per call
+    is cheap after the first."""
+    from mlflow import MlflowClient
+
+    _quiet_artifact_downloads()
+    return MlflowClient(tracking_uri=uri)
+
+
+def _quiet_artifact_downloads() -> None:
+    """MLflow draws a tqdm bar on stderr for every artifact download when tqdm is installed
+    (optuna brings it): noise before our one-line messages and errors. Off unless the user
+    chose otherwise; MLflow reads the variable at each download, and processes started later
+    (Ray workers, `mlflow server`) inherit it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | None) -> Iterator[None]:
+    """An exclusive lock on a folder (POSIX flock) for the length of the block."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; create the store from one process
+        fcntl = None
+    if folder is None or fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _sqlite_has_tables(path: Path) -> bool:
+    """Whether MLflow has created its tables in this sqlite file (all of them: creators hold
+    the folder lock until done, and this is asked under that lock)."""
+    import sqlite3
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with contextlib.closing(sqlite3.connect(file_uri(path) + "?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+        except sqlite3.DatabaseError:  # no such table (or not a database: MLflow will say)
+            return False
+
+
+def _probe_server(uri: str) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # something answers (maybe behind auth); the API calls will say more
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PipelineError(
+            f"the MLflow tracking server {uri} is not reachable ({reason}): start it "
+            "(`mlflow server --host 127.0.0.1 --port PORT`, see mlflow/) or unset "
+            "MLFLOW_TRACKING_URI to use the local store ./mlflow.db"
+        ) from None

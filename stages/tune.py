@@ -89,7 +89,7 @@ def tune(
       pipeline tune --resume --name acgan-anime-64-20260101-120000
     """
     from pipeline.config import ConfigError
-    from pipeline.tuning.sweep import SweepConfig
+    from pipeline.tuning.plan import SweepConfig
 
     if not resume and model is None:
         raise ConfigError(f"missing MODEL: one of {', '.join(FAMILIES)} (or --resume --name SWEEP)")
@@ -115,7 +115,7 @@ def tune(
     if dry_run:
         import yaml
 
-        from pipeline.tuning.sweep import plan_sweep
+        from pipeline.tuning.plan import plan_sweep
 
         plan, _ = plan_sweep(sweep, say=_say)
         typer.echo(yaml.safe_dump(plan.to_dict(), sort_keys=False).rstrip())

@@ -12,7 +12,6 @@ call it from inside its Tune function.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -121,7 +120,7 @@ def precompute_fid_reference(config: TrainConfig, dataset_path: Path, say=None) 
 
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     """Run (or with `resume`, continue) a training run; returns how it ended."""
-    from pipeline import tracking
+    from pipeline import cluster, tracking
 
     uri = tracking.tracking_uri()
     if resume is not None:
@@ -130,40 +129,45 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         _fetch_checkpoint(handle)  # fail here, not in the workers, when there is none
     dataset_path, manifest = prepare(config)
     config, backbone = prepare_fid(config, manifest)
-    if not os.environ.get("RAY_ADDRESS"):
-        _check_local_resources(config)  # before Ray starts
+    if cluster.is_local():
+        cluster.check_fits(config, cluster.local_resources())  # before Ray starts
     precompute_fid_reference(config, dataset_path)
-    _start_ray()
-    _check_resources(config)  # before the MLflow run is created
+    cluster.start_ray()
+    cluster.check_fits(config, cluster.ray_resources())  # before the MLflow run is created
     if resume is None:
         tracking.prepare_store(uri)
-        name = config.run_name or (
+        wanted = config.run_name or (
             f"{config.family}-{manifest['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        config = replace(config, run_name=name)
+        # The MLflow run takes the name of the Ray run folder claimed for it (`wanted`, or
+        # `wanted-2` when a run of that name is already there), so the two read the same.
+        config = replace(config, run_name=claim_run_folder(runs_dir(), wanted))
         experiment = config.experiment or tracking.default_experiment(
             manifest["name"], config.family
         )
         handle = tracking.start_run(
             uri,
             experiment,
-            name,
+            config.run_name,
             params=flatten(to_dict(config)),
             tags={
                 "pipeline.dataset": manifest["name"],
                 "pipeline.dataset_fingerprint": manifest["fingerprint"],
                 "pipeline.family": config.family,
+                "pipeline.ray_run": config.run_name,
                 **({"pipeline.fid_backbone": backbone.kind} if backbone else {}),
             },
         )
+        trainer = build_trainer(config, handle, dataset_path, folder=config.run_name)
     else:
         tracking.reopen_run(handle)
         config = replace(config, run_name=handle.name)
+        # A fresh folder beside the first fit's (`NAME-2`, ...), tagged on the MLflow run.
+        trainer = build_trainer(config, handle, dataset_path, resume=True)
 
-    trainer = build_trainer(config, handle, dataset_path, resume=resume is not None)
     status, metrics, checkpoint = "FAILED", {}, None
     try:
-        result = trainer.fit()
+        result = cluster.fit(trainer)
         metrics = dict(result.metrics or {})
         checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
         if metrics.get("nonfinite"):
@@ -176,10 +180,6 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     except KeyboardInterrupt:
         status = "KILLED"
         raise
-    except PipelineError:
-        raise
-    except Exception as exc:  # Ray wraps worker errors; show the root cause on one line
-        raise PipelineError(f"training failed: {_root_cause(exc)}") from exc
     finally:
         tracking.Tracker(handle).finish(status)
     return TrainResult(
@@ -195,21 +195,32 @@ def build_trainer(
     callbacks: list | None = None,
     storage: Path | None = None,
     start_from: Path | None = None,
+    folder: str | None = None,
 ):
     """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function).
 
     `start_from`: a checkpoint folder the workers load first (a PBT segment warm-starts from
     its own or an exploited trial's checkpoint), unless Ray restarted the worker group.
+    `folder`: the Ray run's folder under `storage` (default: the runs dir), already claimed
+    with `claim_run_folder`; without it one is claimed here from `config.run_name` and
+    recorded on the MLflow run as the tag `pipeline.ray_run`.
     """
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipeline.training.worker import train_loop
+
+    storage = storage or runs_dir()
+    if folder is None:
+        folder = claim_run_folder(storage, config.run_name)
+        if handle is not None:
+            from pipeline import tracking
+
+            tracking.Tracker(handle).set_tags({"pipeline.ray_run": folder})
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = config.gpus_per_worker
-    from pipeline.training.worker import train_loop
-
     return TorchTrainer(
         train_loop,
         train_loop_config={
@@ -224,8 +235,8 @@ def build_trainer(
             num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=f"{config.run_name}-{time.strftime('%H%M%S')}",
-            storage_path=str(storage or runs_dir()),
+            name=folder,
+            storage_path=str(storage),
             failure_config=FailureConfig(max_failures=config.max_failures),
             callbacks=callbacks,
             # Ray Train logs every report at INFO; MLflow and our summary say it better.
@@ -236,58 +247,23 @@ def build_trainer(
     )
 
 
-def _start_ray() -> None:
-    import ray
+def claim_run_folder(storage: Path, name: str) -> str:
+    """A fresh Ray run folder under `storage`: `name`, else `name-2`, `name-3`, ...
 
-    if ray.is_initialized():
-        return
-    # Ray Train polls worker health every 2 s by default: a short fit spends much of its
-    # wind-down waiting for that (notes: 21 s -> 15 s with 0.5 s).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        # One machine is never drained by a cluster: Ray Train's preemption watcher would only
-        # add an actor process (and its start-up) to every fit, and to every sweep trial.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
-        else:
-            # The dashboard stays on: Ray Train's placement-group cleaner needs its state API.
-            ray.init(log_to_driver=True, logging_level=logging.ERROR)
-    except (ConnectionError, RuntimeError) as exc:
-        raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
-
-
-def _check_resources(config: TrainConfig) -> None:
-    """Refuse a run the cluster cannot hold: Ray would wait for ever for the resources."""
-    import ray
-
-    have = ray.cluster_resources()
-    need_cpu = config.workers * config.cpus_per_worker
-    need_gpu = config.workers * config.gpus_per_worker
-    if need_gpu > have.get("GPU", 0):
-        raise PipelineError(
-            f"{config.workers} worker(s) x {config.gpus_per_worker} GPU = {need_gpu:g} GPUs asked, "
-            f"the Ray cluster has {have.get('GPU', 0):g}; lower --workers or --gpus-per-worker"
-        )
-    if need_cpu > have.get("CPU", 0):
-        raise PipelineError(
-            f"{config.workers} worker(s) x {config.cpus_per_worker} CPU = {need_cpu:g} CPUs asked, "
-            f"the Ray cluster has {have.get('CPU', 0):g}; lower --workers"
-        )
-
-
-def _check_local_resources(config: TrainConfig) -> None:
-    import torch
-
-    gpus = torch.cuda.device_count()
-    need = config.workers * config.gpus_per_worker
-    if need > gpus:
-        raise PipelineError(
-            f"{config.workers} worker(s) x {config.gpus_per_worker:g} GPU = {need:g} GPUs asked, "
-            f"this machine has {gpus}; lower --workers or --gpus-per-worker"
-        )
+    Ray Train resumes from the checkpoints in a run folder that already has them, so every fit
+    needs a fresh one: a second run under the same --set run_name, a `--resume` (it restarts
+    from the MLflow checkpoint instead), each PBT segment of a sweep trial. The folder is made
+    here, empty, so two processes cannot claim the same name; Ray starts afresh in it.
+    """
+    storage.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        folder = name if n == 1 else f"{name}-{n}"
+        try:
+            (storage / folder).mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise PipelineError(f"{storage} holds {name}-2 to -9999 already; choose another run name")
 
 
 def _fetch_checkpoint(handle) -> Path:
@@ -307,17 +283,3 @@ def _labelled_count(path: Path, config: TrainConfig, plan) -> int:
     from pipeline.data.reader import ShardDataset
 
     return len(plan.labelled_rows(ShardDataset(path, config.data.split)))
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost worker exception of a Ray error, on one line."""
-    seen = exc
-    for attr in ("worker_failures", "_worker_failures"):
-        failures = getattr(exc, attr, None)
-        if isinstance(failures, dict) and failures:
-            seen = next(iter(failures.values()))
-            break
-    while seen.__cause__ is not None:
-        seen = seen.__cause__
-    text = " ".join(str(seen).split())
-    return f"{type(seen).__name__}: {text[:400]}"

@@ -1,9 +1,13 @@
 """Hyper-parameter sweeps: Ray Tune over the search spaces in `tune_spaces/`.
 
-    space.py   the space file format: distributions, fixed values, metric, defaults (no Ray)
-    sweep.py   `tune()`: plan the sweep, size it to the cluster, run the Tuner, sum it up
-    trial.py   one trial: the same TorchTrainer `pipeline train` builds, inside a Tune function
-    report.py  the sweep's table (CSV) and plots (PNG) for the MLflow parent run
+    space.py      the space file format: distributions, fixed values, metric, defaults (no Ray)
+    plan.py       the command's options and the space checked into a frozen SweepPlan (no Ray)
+    tuner.py      the Ray Tune objects: search-space domains, scheduler, searcher, the Tuner
+    trial.py      one trial: the same TorchTrainer `pipeline train` builds, inside a Tune function
+    callbacks.py  the driver's progress lines and each trial's final MLflow status
+    summary.py    the trials' rows, table (CSV) and plots, the best trial, the parent run
+    sweep.py      `tune()`: plan, size to the cluster, run the Tuner, sum it up
 
-Each trial logs to its own nested MLflow child run under one parent run per sweep.
+Each trial logs to its own nested MLflow child run under one parent run per sweep. Imports go
+one way: sweep -> summary, tuner -> trial, callbacks -> plan -> space.
 """

@@ -1,9 +1,9 @@
 """One trial of a sweep: the Tune function that runs `pipeline train`'s own TorchTrainer.
 
-Ray Train V2 runs under Tune only inside a function trainable (notes/ray-mlflow.md), so each
-trial is `run_trial`: it finds or creates the trial's MLflow child run (so a restarted trial
-logs into the same one), builds the trainer with `pipeline.training.driver.build_trainer`,
-and hands the workers' reports to Tune.
+Ray Train V2 refuses a TorchTrainer as a Tune trainable (`Tuner(TorchTrainer(...))` fails
+with "Improper 'run'"), so each trial is the function `run_trial`: it finds or creates the
+trial's MLflow child run (so a restarted trial logs into the same one), builds the trainer
+with `pipeline.training.driver.build_trainer`, and hands the workers' reports to Tune.
 
 ASHA and FIFO: one fit; every report reaches Tune through `TuneReportCallback`, and ASHA
 stops a weak trial at a rung. PBT: the fit runs in segments of `perturbation_interval`
@@ -20,21 +20,21 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+from pipeline.tuning.plan import SweepPlan, describe
+
 POINTER = "train_checkpoint.json"  # the Tune checkpoint of a PBT segment: where the real one is
 
 
-def run_trial(params: dict, plan: dict) -> None:
+def run_trial(params: dict, plan: SweepPlan) -> None:
     """Tune's function trainable: train one trial's config, reporting to Tune."""
     import ray.tune
 
-    from pipeline import tracking
-    from pipeline.errors import PipelineError
-    from pipeline.tuning.sweep import SweepPlan
+    from pipeline import cluster, tracking
 
-    sweep = SweepPlan.from_dict(plan)
     trial_id = ray.tune.get_context().get_trial_id()
-    config = sweep.trial_config(params, trial_id)
-    handle, restarted = child_run(sweep, trial_id, config, params)
+    config = plan.trial_config(params, trial_id)
+    handle, restarted = child_run(plan, trial_id, config, params)
 
     given = ray.tune.get_checkpoint()  # PBT: our own last segment, or the exploited trial's
     start_from, donor = None, None
@@ -46,8 +46,8 @@ def run_trial(params: dict, plan: dict) -> None:
             print(f"trial {trial_id}: PBT took over trial {donor}'s weights at epoch "
                   f"{pointer['epoch']} with {describe(params)}", flush=True)  # fmt: skip
 
-    if sweep.scheduler == "pbt":
-        _run_segments(sweep, config, handle, trial_id, params, start_from, restarted)
+    if plan.scheduler == "pbt":
+        _run_segments(plan, config, handle, trial_id, params, start_from, restarted)
         return
     if restarted:
         done = tracking.run_metrics(handle)
@@ -55,52 +55,44 @@ def run_trial(params: dict, plan: dict) -> None:
             # Finished before the sweep was interrupted, but Tune's saved state missed it.
             ray.tune.report(done)
             return
-    trainer = _trainer(sweep, config, handle, resume=restarted and _has_checkpoint(handle))
-    result = _fit(trainer)
+    trainer = _trainer(plan, config, handle, resume=restarted and _has_checkpoint(handle))
+    result = cluster.fit(trainer)
     if result.metrics and result.metrics.get("nonfinite"):
         raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
 
 
-def child_run(sweep, trial_id: str, config, params: dict):
+def child_run(plan: SweepPlan, trial_id: str, config, params: dict):
     """The trial's MLflow child run: found by its Tune trial id (a restarted trial), or
     created now, before training starts. Returns (handle, found)."""
     from pipeline import tracking
     from pipeline.config import to_dict
 
-    tags = {"ray.trial_id": trial_id, "pipeline.sweep": sweep.name}
-    parent = sweep.parent["run_id"]
-    found = tracking.find_run_by_tags(sweep.uri, sweep.experiment, tags, parent_run_id=parent)
+    found = plan.trial_run(trial_id)
     if found is not None:
         tracking.reopen_run(found)
         return found, True
     handle = tracking.start_run(
-        sweep.uri,
-        sweep.experiment,
+        plan.uri,
+        plan.experiment,
         config.run_name,
         params=to_dict(config),
         tags={
-            **tags,
-            "pipeline.dataset": sweep.dataset_name,
-            "pipeline.family": sweep.family,
+            "ray.trial_id": trial_id,
+            "pipeline.sweep": plan.name,
+            "pipeline.dataset": plan.dataset_name,
+            "pipeline.family": plan.family,
             "pipeline.searched": describe(params),
         },
-        parent_run_id=parent,
+        parent_run_id=plan.parent_run_id,
     )
     return handle, False
 
 
-def describe(params: dict) -> str:
-    """`lambda_cls=0.42 optim.lr_g=2.1e-04 model.norm_g=batch`"""
-    return " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
-
-
-def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted) -> None:
+def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from, restarted) -> None:
     """PBT: train `perturbation_interval` epochs at a time, reporting a checkpoint after each."""
     import ray.tune
 
-    from pipeline import tracking
+    from pipeline import cluster, tracking
     from pipeline.training import checkpoint as ckpt
 
     if start_from is None and restarted and _has_checkpoint(handle):  # a resumed sweep
@@ -115,19 +107,17 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
         ray.tune.report({**tracking.run_metrics(handle), "epoch": epoch})
         return
     tracker = tracking.Tracker(handle)
-    interval = sweep.space["pbt"]["perturbation_interval"]
+    interval = plan.space["pbt"]["perturbation_interval"]
     while epoch < config.epochs:
         end = min(config.epochs, (epoch // interval + 1) * interval)
         # The searched values in force in this segment, as metrics: PBT changes them over
         # time, and MLflow params cannot change.
         numeric = {f"pbt.{k}": v for k, v in params.items() if isinstance(v, (int, float))}
         tracker.log_metrics(numeric, step=images_seen)
-        trainer = _trainer(sweep, replace(config, epochs=end), handle, start_from=start_from)
-        result = _fit(trainer)
+        trainer = _trainer(plan, replace(config, epochs=end), handle, start_from=start_from)
+        result = cluster.fit(trainer)
         metrics = dict(result.metrics or {})
         if metrics.get("nonfinite"):
-            from pipeline.errors import PipelineError
-
             raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
         start_from = Path(result.checkpoint.path)
         epoch, images_seen = int(metrics["epoch"]), int(metrics["images_seen"])
@@ -140,35 +130,23 @@ def _run_segments(sweep, config, handle, trial_id, params, start_from, restarted
             )
 
 
-def _trainer(sweep, config, handle, resume: bool = False, start_from: Path | None = None):
+def _trainer(plan: SweepPlan, config, handle, resume: bool = False, start_from: Path | None = None):
     from pipeline.training.driver import build_trainer
 
     callbacks = None
-    if sweep.scheduler != "pbt":
+    if plan.scheduler != "pbt":
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks = [TuneReportCallback()]
     return build_trainer(
         config,
         handle,
-        Path(sweep.dataset_path),
+        Path(plan.dataset_path),
         resume=resume,
         callbacks=callbacks,
-        storage=Path(sweep.storage) / sweep.name / "train",
+        storage=Path(plan.storage) / plan.name / "train",
         start_from=start_from,
     )
-
-
-def _fit(trainer):
-    from pipeline.errors import PipelineError
-    from pipeline.training.driver import _root_cause
-
-    try:
-        return trainer.fit()
-    except PipelineError:
-        raise
-    except Exception as exc:  # Ray wraps worker errors: keep the root cause on one line
-        raise PipelineError(f"training failed: {_root_cause(exc)}") from exc
 
 
 def _has_checkpoint(handle) -> bool:

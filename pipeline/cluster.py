@@ -1,0 +1,145 @@
+"""The one place that starts or reaches Ray, checks what a run asks against what there is, and
+turns Ray's errors into one line.
+
+    cluster.check_fits(config, cluster.local_resources())    # before Ray starts (a local Ray)
+    cluster.start_ray()                                      # RAY_ADDRESS, or a local Ray
+    cluster.check_fits(config, cluster.ray_resources())      # the cluster Ray sees
+    result = cluster.fit(trainer)                            # a worker's error as one line
+
+`pipeline train` asks for one run of `workers` x (`cpus_per_worker`, `gpus_per_worker`);
+`pipeline tune` for as many such trials at once as fit (`trials_at_once`). A request that
+cannot fit is refused with a `PipelineError` saying what to lower, because Ray would otherwise
+wait for ever for resources that never come. Checks that every node sees the run's locations
+belong here too, beside these.
+
+Ray, torch and mlflow are imported inside functions: `pipeline --help` imports none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a place to run has: CPUs and GPUs, and its name in messages."""
+
+    cpu: float
+    gpu: float
+    where: str  # "this machine" or "the Ray cluster"
+
+
+def is_local() -> bool:
+    """True when `start_ray` starts a Ray on this machine (no RAY_ADDRESS to reach)."""
+    return not os.environ.get("RAY_ADDRESS")
+
+
+def local_resources() -> Resources:
+    """This machine, before a local Ray starts on it."""
+    import torch
+
+    return Resources(os.cpu_count() or 1, torch.cuda.device_count(), "this machine")
+
+
+def ray_resources() -> Resources:
+    """The Ray cluster's total resources (`start_ray` first)."""
+    import ray
+
+    have = ray.cluster_resources()
+    return Resources(have.get("CPU", 0), have.get("GPU", 0), "the Ray cluster")
+
+
+def start_ray() -> None:
+    """Reach the Ray cluster at RAY_ADDRESS, or start a local Ray; once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Ray Train polls worker health every 2 s by default: a short fit spends much of its
+    # wind-down waiting for that poll, and 0.5 s took about 6 s off a tiny 2-worker fit.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # One machine is never drained by a cluster: Ray Train's preemption watcher would only
+        # add an actor process (and its start-up) to every fit, and to every sweep trial.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
+        else:
+            # The dashboard stays on: Ray Train's placement-group cleaner needs its state API.
+            ray.init(log_to_driver=True, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError) as exc:
+        raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
+
+
+def needs(config) -> Resources:
+    """What one run (or one sweep trial) of a TrainConfig asks for, all workers together."""
+    return Resources(
+        config.workers * config.cpus_per_worker, config.workers * config.gpus_per_worker, "a run"
+    )
+
+
+def check_fits(config, have: Resources) -> None:
+    """Refuse a run that `have` cannot hold: Ray would wait for ever for the resources."""
+    need = needs(config)
+    if need.gpu > have.gpu:
+        raise PipelineError(
+            f"{config.workers} worker(s) x {config.gpus_per_worker:g} GPU = {need.gpu:g} GPUs "
+            f"asked, {have.where} has {have.gpu:g}; lower --workers or --gpus-per-worker"
+        )
+    if need.cpu > have.cpu:
+        raise PipelineError(
+            f"{config.workers} worker(s) x {config.cpus_per_worker:g} CPU = {need.cpu:g} CPUs "
+            f"asked, {have.where} has {have.cpu:g}; lower --workers"
+        )
+
+
+def trials_at_once(config, asked: int, have: Resources) -> int:
+    """How many sweep trials of `config` run at once: as many as `have` holds, or `asked`
+    (0 = as many as fit) when that many fit; a trial that cannot fit at all is refused."""
+    need = needs(config)
+    what = f"a trial needs {need.cpu:g} CPU" + (f" and {need.gpu:g} GPU" if need.gpu else "")
+    fits = int(have.cpu // need.cpu) if need.cpu else 10**6
+    if need.gpu:
+        fits = min(fits, int(have.gpu // need.gpu))
+    if fits < 1:
+        raise PipelineError(
+            f"{what} (workers x cpus_per_worker, gpus_per_worker), {have.where} has "
+            f"{have.cpu:g} CPU and {have.gpu:g} GPU; lower --workers-per-trial, "
+            "--gpus-per-worker or --set cpus_per_worker=..."
+        )
+    if asked > fits:
+        raise PipelineError(
+            f"--concurrent {asked}: {what}, so {have.where} ({have.cpu:g} CPU, {have.gpu:g} GPU) "
+            f"holds {fits} at a time; lower --concurrent (0 = as many as fit)"
+        )
+    return asked or fits
+
+
+def fit(trainer):
+    """`trainer.fit()`, with Ray's wrapped worker errors as one `PipelineError` line."""
+    try:
+        return trainer.fit()
+    except PipelineError:
+        raise
+    except Exception as exc:  # Ray wraps worker errors; show the root cause on one line
+        raise PipelineError(f"training failed: {root_cause(exc)}") from exc
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost worker exception of a Ray error, on one line."""
+    seen = exc
+    for attr in ("worker_failures", "_worker_failures"):
+        failures = getattr(exc, attr, None)
+        if isinstance(failures, dict) and failures:
+            seen = next(iter(failures.values()))
+            break
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = " ".join(str(seen).split())
+    return f"{type(seen).__name__}: {text[:400]}"

@@ -1,0 +1,331 @@
+"""What a sweep leaves behind: one row per trial, the MLflow parent run, the best trial.
+
+On the parent run (and in `<sweep folder>/summary/`):
+
+    trials.csv                        one row per trial: id, run, status, epochs, metric, params
+    plots/<metric>-vs-<param>.png     each trial's best metric against each searched parameter
+    plots/<metric>-curves.png         the metric per epoch, every trial in one chart
+
+The best trial's run is tagged `pipeline.best`, each trial's best checkpoint is logged to its
+own child run, and the best generator can be exported to a folder or the model registry.
+Plots are drawn with matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import flatten
+from pipeline.errors import PipelineError, one_line
+from pipeline.tuning.plan import PLAN_FILE, SweepPlan
+from pipeline.tuning.space import Space
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    run_id: str | None
+    status: str  # FINISHED, KILLED (stopped early or interrupted), FAILED, PENDING
+    epochs: int
+    params: dict[str, Any]
+    best: float | None  # the trial's best value of the metric
+    best_epoch: int | None
+    last: float | None
+    checkpoint: str | None  # the Train checkpoint of the best epoch
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    metric: str
+    mode: str
+    status: str
+    trials: list[TrialRow]
+    best: TrialRow | None
+    files: list[Path]
+    folder: Path
+    exported: Path | None = None
+    registered: str | None = None  # "NAME version N"
+
+
+def start_parent(plan: SweepPlan, space: Space) -> SweepPlan:
+    """The sweep's MLflow parent run, with the space file and the plan; returns the plan
+    that records it."""
+    from pipeline import tracking
+
+    parent = tracking.start_run(
+        plan.uri,
+        plan.experiment,
+        plan.name,
+        params=parent_params(plan, space),
+        tags={
+            "pipeline.sweep": plan.name,
+            "pipeline.kind": "sweep",
+            "pipeline.dataset": plan.dataset_name,
+            "pipeline.family": plan.family,
+            "pipeline.metric": plan.metric,
+        },
+    )
+    plan = replace(plan, parent=parent.to_dict())
+    tracker = tracking.Tracker(parent)
+    tracker.log_artifact(plan.space_file, "space")
+    tracker.log_dict(plan.to_dict(), PLAN_FILE)
+    return plan
+
+
+def parent_params(plan: SweepPlan, space: Space) -> dict:
+    """The parent run's params: the sweep's settings, the space, the fixed values in force."""
+    params = {
+        "sweep.scheduler": plan.scheduler,
+        "sweep.search": plan.search,
+        "sweep.samples": plan.samples,
+        "sweep.trials": plan.trials,
+        "sweep.max_epochs": plan.max_epochs,
+        "sweep.metric": plan.metric,
+        "sweep.mode": plan.mode,
+        "sweep.workers_per_trial": plan.workers_per_trial,
+        "sweep.concurrent": plan.concurrent,
+        "sweep.space_file": plan.space_file,
+        "dataset": plan.dataset_name,
+        "family": plan.family,
+    }
+    if plan.scheduler == "asha":
+        params.update({"asha.grace_period": space.grace_period,
+                       "asha.reduction_factor": space.reduction_factor})  # fmt: skip
+    if plan.scheduler == "pbt":
+        params.update({"pbt.perturbation_interval": space.perturbation_interval,
+                       "pbt.mutate": list(space.mutate)})  # fmt: skip
+    params.update({f"space.{p.key}": p.describe() for p in space.params})
+    resolved = flatten(plan.base)  # the values in force: --set wins over the space's fixed
+    params.update({f"fixed.{key}": resolved.get(key, value) for key, value in space.fixed.items()})
+    if plan.overrides:
+        params["sweep.set"] = plan.overrides
+    return params
+
+
+def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
+    """One row per trial of Tune's ResultGrid, with its MLflow run and its metric curve."""
+    from pipeline import tracking
+
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        metrics = dict(result.metrics or {})
+        trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial-")
+        handle = plan.trial_run(trial_id)
+        curve, checkpoints = [], {}
+        if frame is not None and plan.metric in frame:
+            for _, record in frame.iterrows():
+                value = record.get(plan.metric)
+                if value is not None and not math.isnan(value):
+                    epoch = int(record["epoch"])
+                    curve.append((epoch, float(value)))
+                    checkpoints[epoch] = record.get("checkpoint_path")
+        best = None
+        if curve:
+            pick = min if plan.mode == "min" else max
+            best = pick(curve, key=lambda point: point[1])
+        if handle is not None:
+            status = tracking.run_status(plan.uri, handle.run_id)
+        else:  # never got as far as its MLflow run
+            status = "FAILED" if result.error else "PENDING"
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                run_id=handle.run_id if handle else None,
+                status=status,
+                epochs=int(metrics.get("epoch", 0) or 0),
+                params=dict(result.config or {}),
+                best=best[1] if best else None,
+                best_epoch=best[0] if best else None,
+                last=curve[-1][1] if curve else None,
+                checkpoint=checkpoints.get(best[0]) if best else None,
+                curve=curve,
+                error=one_line(result.error) if result.error else None,
+            )
+        )
+    return rows
+
+
+def finish_interrupted(plan: SweepPlan, rows: list[TrialRow]) -> None:
+    """Trials cut short by an interrupted sweep end KILLED; a resume reopens them."""
+    from pipeline import tracking
+
+    for row in rows:
+        if row.status == "RUNNING" and row.run_id:
+            tracking.Tracker(tracking.find_run(plan.uri, row.run_id)).finish("KILLED")
+            row.status = "KILLED"
+
+
+def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult:
+    """Rank the trials; write the table and plots to the parent run; tag the best."""
+    from pipeline import tracking
+
+    ranked = sorted(
+        (row for row in rows if row.best is not None),
+        key=lambda row: row.best if plan.mode == "min" else -row.best,
+    )
+    best = ranked[0] if ranked else None
+    out = plan.folder / "summary"
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_csv(out / "trials.csv", rows, plan.metric)]
+    files += write_plots(out / "plots", rows, plan.metric, plan.space)
+    parent = plan.parent_handle()
+    tracker = tracking.Tracker(parent)
+    tracker.log_artifact(files[0])
+    tracker.log_artifact(out / "plots", "plots")
+    for row in rows:  # each trial's best checkpoint, in its own child run
+        if row.run_id and row.checkpoint and Path(row.checkpoint).exists():
+            child = tracking.Tracker(tracking.find_run(plan.uri, row.run_id))
+            child.log_artifact(Path(row.checkpoint) / "checkpoint.pt", "best")
+            child.set_tags({"pipeline.best_epoch": row.best_epoch})
+    if best is not None:
+        tracker.set_tags({
+            "pipeline.best_trial": best.trial_id,
+            "pipeline.best_run_id": best.run_id,
+        })  # fmt: skip
+        tracker.log_metrics({f"best_{plan.metric}": best.best}, step=0)
+        if best.run_id:
+            tracking.Tracker(tracking.find_run(plan.uri, best.run_id)).set_tags(
+                {"pipeline.best": "true"}
+            )
+    return SweepResult(
+        name=plan.name,
+        parent_run_id=parent.run_id,
+        experiment_id=parent.experiment_id,
+        tracking_uri=plan.uri,
+        metric=plan.metric,
+        mode=plan.mode,
+        status=status,
+        trials=ranked + [row for row in rows if row.best is None],
+        best=best,
+        files=files,
+        folder=plan.folder,
+    )
+
+
+def export_best(plan: SweepPlan, result: SweepResult, folder: str | None, name: str | None) -> None:
+    """The best trial's generator (G_ema of its best epoch): to a folder, to the registry."""
+    import tempfile
+
+    from pipeline import tracking
+    from pipeline.training import checkpoint as ckpt
+
+    best = result.best
+    if best is None or not best.checkpoint:
+        raise PipelineError(f"sweep {plan.name}: the best trial left no checkpoint to export")
+    state = ckpt.load(Path(best.checkpoint))
+    if folder:
+        result.exported = ckpt.save_generator(
+            state, Path(folder).expanduser() / ckpt.GENERATOR_FILE
+        )
+    if name:
+        handle = tracking.find_run(plan.uri, best.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            tracking.Tracker(handle).log_artifact(
+                ckpt.save_generator(state, Path(tmp) / ckpt.GENERATOR_FILE), "best"
+            )
+        version = tracking.register_model(handle, "best", name)
+        result.registered = f"{name} version {version}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The table and the plots.
+
+
+def write_csv(path: Path, rows: list[TrialRow], metric: str) -> Path:
+    """trials.csv: one row per trial, its best and last metric, its searched values."""
+    keys = sorted({key for row in rows for key in row.params})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["trial_id", "run_id", "status", "epochs", f"best_{metric}", "best_epoch",
+             f"last_{metric}", *keys, "error"]
+        )  # fmt: skip
+        for row in rows:
+            writer.writerow(
+                [row.trial_id, row.run_id or "", row.status, row.epochs, _cell(row.best),
+                 row.best_epoch if row.best_epoch is not None else "", _cell(row.last),
+                 *(row.params.get(key, "") for key in keys), row.error or ""]
+            )  # fmt: skip
+    return path
+
+
+def write_plots(folder: Path, rows: list[TrialRow], metric: str, space: dict) -> list[Path]:
+    """One scatter per searched parameter, and the curves of all trials."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scored = [row for row in rows if row.best is not None]
+    written = []
+    for key, spec in space["search"].items():
+        kind, values = next(iter(spec.items()))
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+        xs = [row.params.get(key) for row in scored]
+        ys = [row.best for row in scored]
+        if kind in ("choice", "grid") and not all(_is_number(v) for v in values):
+            labels = [str(v) for v in values]
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+            xs = [labels.index(str(x)) if str(x) in labels else math.nan for x in xs]
+        elif kind == "loguniform":
+            ax.set_xscale("log")
+        ax.scatter(xs, ys, s=36, alpha=0.8)
+        for x, y, row in zip(xs, ys, scored, strict=True):
+            ax.annotate(row.trial_id.rsplit("_", 1)[-1], (x, y), fontsize=7, alpha=0.7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"best {metric}")
+        ax.set_title(f"{metric} against {key}", fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(_save(fig, folder / f"{_slug(metric)}-vs-{_slug(key)}.png"))
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for row in rows:
+        if row.curve:
+            epochs, values = zip(*row.curve, strict=True)
+            ax.plot(epochs, values, marker="o", ms=3, label=f"{row.trial_id} ({row.status})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} of every trial", fontsize=10)
+    ax.grid(alpha=0.3)
+    if any(row.curve for row in rows):
+        ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    written.append(_save(fig, folder / f"{_slug(metric)}-curves.png"))
+    plt.close(fig)
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path)
+    return path
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text)

@@ -174,14 +174,16 @@ def celeba(
 ) -> None:
     """Ingest CelebA: the official train/val/test splits, 40 attributes and identities."""
     from pipeline.data.sources import celeba as celeba_source
+    from pipeline.data.sources.celeba_crops import CROPS, check_bbox_margin
+    from pipeline.data.sources.celeba_files import locate
 
     options = shared.options()
-    margin = celeba_source.check_bbox_margin(crop, bbox_margin)
-    files = celeba_source.locate(root, crop, attrs=not no_attrs, identity=not no_identity)
+    margin = check_bbox_margin(crop, bbox_margin)
+    files = locate(root, crop, attrs=not no_attrs, identity=not no_identity)
     config = {
         "kind": "celeba",
         "crop": crop,
-        **({"bbox_margin": margin} if crop == "bbox" else {}),
+        **({"bbox_margin": margin} if CROPS[crop].boxes else {}),
         **files.describe(),
     }
     run_ingest(

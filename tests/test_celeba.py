@@ -527,7 +527,7 @@ def test_dry_run_prints_the_config_and_writes_nothing(cli, celeba_root, tmp_path
 
 
 def test_square_box_is_centred_on_the_box():
-    from pipeline.data.sources.celeba import square_box
+    from pipeline.data.sources.celeba_crops import square_box
 
     assert square_box((95, 71, 226, 313), 1.0) == (51, 71, 364, 384)  # odd slack: floor
     left, top, right, bottom = square_box((95, 71, 226, 313), 1.3)

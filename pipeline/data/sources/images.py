@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.sources.annotations import read_text
 from pipeline.data.sources.base import Plan, Record, Source, fingerprint
 from pipeline.data.transforms import BadRecord, Recipe
 from pipeline.errors import PipelineError
@@ -286,15 +287,11 @@ class LabelTable:
 
 def read_labels_csv(path: Path) -> LabelTable:
     """Parse a labels CSV by the rules in this module's docstring (errors name file and line)."""
-    import hashlib
-
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PipelineError(
-            f"labels file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV"
-        ) from None
+    text, sha256 = read_text(
+        path,
+        "labels file {path} is not UTF-8 text (byte {byte}); save it as UTF-8 CSV",
+        encoding="utf-8-sig",
+    )
 
     def bad(line: int, why: str) -> PipelineError:
         return PipelineError(f"labels file {path} line {line}: {why}; fix or remove that row")
@@ -372,7 +369,7 @@ def read_labels_csv(path: Path) -> LabelTable:
         rows.append((line, cells[0], values))
     return LabelTable(
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         groups=groups,
         columns=columns,
         headers=headers,

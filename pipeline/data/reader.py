@@ -3,7 +3,8 @@
 Fetched in the training process itself, from memory-mapped shards: with raw encoding the
 images are a zero-copy numpy view of the mapped file, and a batch is one fancy-index per
 shard touched. That measured ~450k images/s at 64 px, against ~90k with DataLoader workers
-(which only add pickling here) and ~15k with Ray Data streaming (shared/notes/ray-mlflow.md).
+(which only add pickling here) and ~15k with Ray Data streaming (every batch passes through
+Ray's object store; benchmarks/loader.py measures the reader against DataLoader workers).
 Never hand a mapped table to DataLoader workers: open the dataset inside each process.
 
     data = ShardDataset("data/celeba-64", split="train")
@@ -113,29 +114,10 @@ class ShardDataset:
             )
         return out
 
-    def loader(
-        self,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        columns: Sequence[str] | None = None,
-        rows: np.ndarray | None = None,
-    ) -> ShardLoader:
-        return ShardLoader(
-            self,
-            batch_size,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            columns=columns,
-            rows=rows,
-        )
+    def loader(self, batch_size: int, **options) -> ShardLoader:
+        """A `ShardLoader` over this split; `options` as `ShardLoader` takes them (seed, rank,
+        world_size, shuffle, drop_last, columns, rows)."""
+        return ShardLoader(self, batch_size, **options)
 
     def _image_view(self, column: pa.Array):
         if self.encoding != "raw":

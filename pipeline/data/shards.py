@@ -1,10 +1,11 @@
-"""The shard format (DESIGN.md contract 2): Arrow IPC files plus a manifest written last.
+"""The shard format, what ingest writes and training reads: Arrow IPC files plus a manifest
+written last.
 
 A dataset is a folder: `manifest.json` and `<split>/shard-NNNNN-of-MMMMM.arrow`. Each shard is
 one Arrow IPC file holding ONE record batch, uncompressed, so that a memory map of it gives
 zero-copy numpy views of the pixels (several batches per file would make every random fetch a
-`ChunkedArray.take` across chunks, 50x slower: shared/notes/ray-mlflow.md). Plain pyarrow reads
-it: `pyarrow.ipc.open_file(path).read_all()`.
+`ChunkedArray.take` across chunks, about 50x slower than one index into a single batch).
+Plain pyarrow reads it: `pyarrow.ipc.open_file(path).read_all()`.
 
 Columns: `key` (the source's id), `image` (raw uint8 HxWxC as fixed_size_binary, or encoded
 bytes), then the source's own columns (`label`, `attrs`, `identity`, ...). A shard's schema

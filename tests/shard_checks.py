@@ -28,6 +28,21 @@ def shard_hashes(root: Path) -> dict[str, str]:
     }
 
 
+def hashes_by_workers(make_source, out: Path, **options) -> list[dict[str, str]]:
+    """The shard hashes of the same ingest with 1 worker and with 2, into `out`/w1 and
+    `out`/w2; `make_source()` gives a fresh source each time (the engine pickles it to the
+    workers) and `options` are the rest of its `IngestOptions`."""
+    from pipeline.data.ingest import IngestOptions, ingest
+
+    hashes = []
+    for workers in (1, 2):
+        result = ingest(
+            make_source(), IngestOptions(out=str(out / f"w{workers}"), workers=workers, **options)
+        )
+        hashes.append(shard_hashes(result.path))
+    return hashes
+
+
 def assert_one_line_error(result, *words: str) -> None:
     """Exit status 1, one `error: ...` line on stderr holding `words`, no traceback."""
     assert result.exit_code == 1, result.output

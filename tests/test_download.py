@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -13,6 +12,7 @@ from pipeline.data.download import download, extract_zip
 from pipeline.errors import PipelineError
 from tests.http_fixtures import FileServer
 from tests.sample_data import lsun_lmdb_from_celeba
+from tests.shard_checks import manifest_of
 
 
 def test_interrupted_download_resumes_with_range(tmp_path):
@@ -87,5 +87,5 @@ def test_ingest_lsun_download_end_to_end(cli, tmp_path, celeba_root):
     assert result.exit_code == 0, result.output
     assert (data / "lsun" / "bedroom_train_lmdb" / "data.mdb").is_file()
     assert not list((data / "lsun").glob("*.zip*"))
-    manifest = json.loads((data / "lsun-bedroom-16" / "manifest.json").read_text())
+    manifest = manifest_of(data / "lsun-bedroom-16")
     assert {s: v["rows"] for s, v in manifest["splits"].items()} == {"train": 24, "val": 6}

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.data.sources.images import ImageFolderSource, read_labels_csv
 from pipeline.errors import PipelineError
-from tests.shard_checks import assert_one_line_error, manifest_of, read_plain, shard_hashes
+from tests.shard_checks import assert_one_line_error, hashes_by_workers, manifest_of, read_plain
 
 
 def anime_tags(anime_root: Path) -> dict[str, tuple[str, str]]:
@@ -300,20 +300,11 @@ def test_corrupt_images_are_skipped_and_listed(cli, anime_root, tmp_path):
 
 def test_workers_give_the_same_bytes(anime_root, tmp_path):
     """The source survives the pickle to worker processes; shards do not depend on workers."""
-    from pipeline.data.ingest import IngestOptions, ingest
-
-    hashes = []
-    for workers in (1, 2):
-        source = ImageFolderSource(anime_root, anime_root / "tags.csv", size=32)
-        result = ingest(
-            source,
-            IngestOptions(
-                out=str(tmp_path / f"w{workers}"),
-                size=32,
-                workers=workers,
-                limit=200,
-                shard_rows=64,
-            ),
-        )
-        hashes.append(shard_hashes(result.path))
+    hashes = hashes_by_workers(
+        lambda: ImageFolderSource(anime_root, anime_root / "tags.csv", size=32),
+        tmp_path,
+        size=32,
+        limit=200,
+        shard_rows=64,
+    )
     assert hashes[0] == hashes[1] and len(hashes[0]) == 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -17,23 +16,17 @@ import pytest
 from pipeline.data.ingest import IngestOptions, ingest
 from pipeline.data.sources.lsun import LsunSource, write_lmdb
 from tests.sample_data import broken_keys, lsun_lmdb_from_celeba
-from tests.shard_checks import assert_one_line_error, read_plain, shard_hashes
+from tests.shard_checks import assert_one_line_error, manifest_of, read_plain, shard_hashes
+
+
+def ingest_bedroom(cli, lmdb: Path, out: Path, *options):
+    """`pipeline ingest lsun-bedroom --lmdb LMDB --out OUT OPTIONS...` through `cli`."""
+    return cli("ingest", "lsun-bedroom", "--lmdb", lmdb, "--out", out, *options)
 
 
 def test_ingests_every_good_record_and_lists_the_bad(cli, lsun_lmdb, tmp_path):
     out = tmp_path / "bedroom"
-    result = cli(
-        "ingest",
-        "lsun-bedroom",
-        "--lmdb",
-        lsun_lmdb,
-        "--out",
-        out,
-        "--size",
-        "32",
-        "--shard-rows",
-        "64",
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, out, "--size", "32", "--shard-rows", "64")
     assert result.exit_code == 0, result.output
     table = read_plain(out / "train")
     assert table.num_rows == 200
@@ -41,7 +34,7 @@ def test_ingests_every_good_record_and_lists_the_bad(cli, lsun_lmdb, tmp_path):
     keys = set(table.column("key").to_pylist())
     assert not keys & broken_keys()
     assert len(keys) == 200 and all(len(k) == 40 for k in keys)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = manifest_of(out)
     assert {r["key"] for r in manifest["skipped"]["records"]} == broken_keys()
     assert manifest["splits"]["train"]["rows"] == 200
     assert manifest["splits"]["train"]["skipped"] == 3
@@ -96,7 +89,7 @@ def test_found_under_data_dir_or_says_how_to_get_it(cli, tmp_path, monkeypatch):
     lsun_lmdb_from_celeba(data / "lsun" / "bedroom_val_lmdb", 4)
     result = cli("ingest", "lsun", "bedroom", "--size", "16")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((data / "lsun-bedroom-16" / "manifest.json").read_text())
+    manifest = manifest_of(data / "lsun-bedroom-16")
     assert manifest["splits"]["val"]["rows"] == 4
 
 
@@ -113,16 +106,14 @@ def test_limit(lsun_lmdb, tmp_path):
 
 
 def test_missing_path(cli, tmp_path):
-    result = cli("ingest", "lsun-bedroom", "--lmdb", tmp_path / "nope", "--out", tmp_path / "d")
+    result = ingest_bedroom(cli, tmp_path / "nope", tmp_path / "d")
     assert_one_line_error(result, "does not exist")
     assert not (tmp_path / "d").exists()
 
 
 def test_folder_without_data_mdb(cli, tmp_path):
     (tmp_path / "empty_lmdb").mkdir()
-    result = cli(
-        "ingest", "lsun-bedroom", "--lmdb", tmp_path / "empty_lmdb", "--out", tmp_path / "d"
-    )
+    result = ingest_bedroom(cli, tmp_path / "empty_lmdb", tmp_path / "d")
     assert_one_line_error(result, "no data.mdb")
     assert not (tmp_path / "d").exists()
 
@@ -141,90 +132,38 @@ def test_values_that_are_not_images(cli, tmp_path):
         tmp_path / "text_lmdb", [(f"{i:040x}", f"plain text {i}".encode()) for i in range(20)]
     )
     out = tmp_path / "d"
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lmdb_path, "--out", out)
+    result = ingest_bedroom(cli, lmdb_path, out)
     assert_one_line_error(result, "bad records", "--max-bad", "not an image")
     assert not out.exists()  # nothing worth resuming was made: no trace left
 
 
 def test_max_bad_threshold(cli, lsun_lmdb, tmp_path):
-    result = cli(
-        "ingest",
-        "lsun-bedroom",
-        "--lmdb",
-        lsun_lmdb,
-        "--out",
-        tmp_path / "d",
-        "--size",
-        "16",
-        "--max-bad",
-        "2",
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, tmp_path / "d", "--size", "16", "--max-bad", "2")
     assert_one_line_error(result, "3 bad records", "(2)")
     assert not (tmp_path / "d" / "manifest.json").exists()
-    result = cli(
-        "ingest",
-        "lsun-bedroom",
-        "--lmdb",
-        lsun_lmdb,
-        "--out",
-        tmp_path / "d",
-        "--size",
-        "16",
-        "--max-bad",
-        "3",
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, tmp_path / "d", "--size", "16", "--max-bad", "3")
     assert result.exit_code == 0, result.output
 
 
 def test_empty_source(cli, tmp_path):
     lmdb_path = write_lmdb(tmp_path / "empty_lmdb", [])
-    result = cli("ingest", "lsun-bedroom", "--lmdb", lmdb_path, "--out", tmp_path / "d")
+    result = ingest_bedroom(cli, lmdb_path, tmp_path / "d")
     assert_one_line_error(result, "no images")
     assert not (tmp_path / "d").exists()
 
 
 def test_output_holding_another_dataset(cli, lsun_lmdb, tmp_path):
     out = tmp_path / "d"
-    assert (
-        cli(
-            "ingest",
-            "lsun-bedroom",
-            "--lmdb",
-            lsun_lmdb,
-            "--out",
-            out,
-            "--size",
-            "16",
-            "--limit",
-            "20",
-        ).exit_code
-        == 0
-    )
+    assert ingest_bedroom(cli, lsun_lmdb, out, "--size", "16", "--limit", "20").exit_code == 0
     before = shard_hashes(out)
-    result = cli(
-        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "32", "--limit", "20"
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, out, "--size", "32", "--limit", "20")
     assert_one_line_error(result, "already holds", "--overwrite")
     assert shard_hashes(out) == before  # nothing lost
-    same = cli(
-        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, "--size", "16", "--limit", "20"
-    )
+    same = ingest_bedroom(cli, lsun_lmdb, out, "--size", "16", "--limit", "20")
     assert same.exit_code == 0 and "up to date" in same.stdout
-    result = cli(
-        "ingest",
-        "lsun-bedroom",
-        "--lmdb",
-        lsun_lmdb,
-        "--out",
-        out,
-        "--size",
-        "32",
-        "--limit",
-        "20",
-        "--overwrite",
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, out, "--size", "32", "--limit", "20", "--overwrite")
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "manifest.json").read_text())["image"]["height"] == 32
+    assert manifest_of(out)["image"]["height"] == 32
 
 
 def test_refuses_a_folder_that_is_not_a_dataset(cli, lsun_lmdb, tmp_path):
@@ -232,15 +171,13 @@ def test_refuses_a_folder_that_is_not_a_dataset(cli, lsun_lmdb, tmp_path):
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
     for extra in ([], ["--overwrite"]):
-        result = cli("ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", out, *extra)
+        result = ingest_bedroom(cli, lsun_lmdb, out, *extra)
         assert_one_line_error(result, "not a pipeline dataset")
     assert (out / "thesis.tex").read_text() == "precious"
 
 
 def test_dry_run_writes_nothing(cli, lsun_lmdb, tmp_path):
-    result = cli(
-        "ingest", "lsun-bedroom", "--lmdb", lsun_lmdb, "--out", tmp_path / "d", "--dry-run"
-    )
+    result = ingest_bedroom(cli, lsun_lmdb, tmp_path / "d", "--dry-run")
     assert result.exit_code == 0
     assert "category: bedroom" in result.stdout and "size: 64" in result.stdout
     assert not (tmp_path / "d").exists()
@@ -327,7 +264,4 @@ def test_killed_ingest_resumes_to_the_same_bytes(lsun_lmdb, tmp_path):
     assert result.resumed_shards >= 1
     assert shard_hashes(out) == shard_hashes(clean)
     assert not list(out.rglob(".*.tmp-*"))
-    assert (
-        json.loads((out / "manifest.json").read_text())["fingerprint"]
-        == json.loads((clean / "manifest.json").read_text())["fingerprint"]
-    )
+    assert manifest_of(out)["fingerprint"] == manifest_of(clean)["fingerprint"]

@@ -4,7 +4,6 @@ and idx files that are wrong in each of the ways the source must explain."""
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.data.sources.mnist import MnistSource
-from tests.shard_checks import assert_one_line_error, read_plain, shard_hashes
+from tests.shard_checks import assert_one_line_error, hashes_by_workers, manifest_of, read_plain
 
 
 def parse_idx(path: Path) -> np.ndarray:
@@ -65,7 +64,7 @@ def test_real_sample_test_split(cli, mnist_root, tmp_path, t10k_images, t10k_lab
     result = cli("ingest", "mnist", "--root", mnist_root, "--workers", "1")
     assert result.exit_code == 0, result.output
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = manifest_of(out)
     assert manifest["name"] == "mnist-32"
     assert list(manifest["splits"]) == ["test"]
     assert (manifest["image"]["height"], manifest["image"]["channels"]) == (32, 1)
@@ -101,24 +100,12 @@ def test_workers_reload_the_images_lazily(mnist_root, tmp_path):
     """The arrays are not pickled to the workers, and more workers change no byte."""
     import pickle
 
-    from pipeline.data.ingest import IngestOptions, ingest
-
     source = MnistSource(mnist_root, size=28)
     source.plan()
     assert len(pickle.dumps(source)) < 100_000  # labels only, not 7.8 MB of images
-    hashes = []
-    for workers in (1, 2):
-        result = ingest(
-            MnistSource(mnist_root, size=28),
-            IngestOptions(
-                out=str(tmp_path / f"w{workers}"),
-                size=28,
-                workers=workers,
-                limit=600,
-                shard_rows=256,
-            ),
-        )
-        hashes.append(shard_hashes(result.path))
+    hashes = hashes_by_workers(
+        lambda: MnistSource(mnist_root, size=28), tmp_path, size=28, limit=600, shard_rows=256
+    )
     assert hashes[0] == hashes[1] and len(hashes[0]) == 3
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from pipeline.data.ingest import IngestOptions, ingest
 from pipeline.data.reader import ShardDataset
 from pipeline.data.sources.lsun import LsunSource
 from pipeline.errors import PipelineError
+from tests.shard_checks import read_plain
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,7 @@ def bedroom(lsun_lmdb, tmp_path_factory):
 def test_rows_match_plain_pyarrow(bedroom):
     data = ShardDataset(bedroom)
     assert len(data) == 200 and data.shape == (32, 32, 3)
-    plain = pa.concat_tables(
-        pa.ipc.open_file(str(p)).read_all() for p in sorted((bedroom / "train").glob("*.arrow"))
-    )
+    plain = read_plain(bedroom / "train")
     for i in (0, 44, 45, 199, -1):
         row = data[i]
         expected = np.frombuffer(plain.column("image")[i].as_py(), np.uint8).reshape(32, 32, 3)

@@ -151,3 +151,12 @@ def test_the_plan_is_frozen_and_the_callback_pickles_with_it():
     assert SweepPlan.from_dict(plan().to_dict()) == plan()
     callback = pickle.loads(pickle.dumps(TrialStatus(plan())))
     assert callback.plan == plan() and callback.plan.parent_run_id == "abc"
+
+
+def test_a_callback_pickled_with_the_plan_as_a_dict_still_loads():
+    """Sweeps saved before the plan was a dataclass resume with their pickled callback."""
+    from pipeline.tuning.callbacks import TrialStatus
+
+    old = TrialStatus(plan())
+    old.plan = plan().to_dict()
+    assert pickle.loads(pickle.dumps(old)).plan == plan()

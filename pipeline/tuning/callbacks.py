@@ -17,6 +17,12 @@ class TrialStatus(Callback):
     def __init__(self, plan: SweepPlan):
         self.plan = plan  # a frozen dataclass of plain fields: pickled with the Tuner's state
 
+    def __setstate__(self, state: dict) -> None:
+        # A sweep saved by an older version pickled the plan as a dict; --resume still works.
+        if isinstance(state.get("plan"), dict):
+            state = {**state, "plan": SweepPlan.from_dict(state["plan"])}
+        self.__dict__.update(state)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         print(f"trial {trial.trial_id} started: {describe(trial.config)}", flush=True)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import cli_errors
+from stages.common import cli_errors, data_dir_option
 
 app = typer.Typer(help="List and inspect ingested datasets.", no_args_is_help=True)
 
@@ -15,12 +15,7 @@ app = typer.Typer(help="List and inspect ingested datasets.", no_args_is_help=Tr
 @app.command("list")
 @cli_errors
 def list_cmd(
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data", help="Folder to scan. Default: the data dir ($PIPELINE_DATA or ./data)."
-        ),
-    ] = None,
+    data: Annotated[Path | None, data_dir_option("Folder to scan.")] = None,
 ) -> None:
     """The datasets under the data dir, as a table."""
     from rich.console import Console

@@ -7,17 +7,12 @@ from typing import Annotated
 
 import typer
 
-from stages.common import RichProgress, Workers, cli_errors, print_summary
+from stages.common import RichProgress, Workers, cli_errors, data_dir_option, print_summary
 
 
 @cli_errors
 def quickstart(
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data", help="Where datasets go. Default: the data dir ($PIPELINE_DATA or ./data)."
-        ),
-    ] = None,
+    data: Annotated[Path | None, data_dir_option("Where datasets go.")] = None,
     images: Annotated[int, typer.Option("--images", help="Images drawn per demo source.")] = 400,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
     workers: Workers = 0,

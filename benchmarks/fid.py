@@ -30,7 +30,7 @@ from pipeline.metrics.fid import Embedder, FidEvaluator
 from pipeline.metrics.weights import resolve
 from pipeline.models import build_generator
 from pipeline.models.config import ModelConfig
-from pipeline.training.loop import to_uint8
+from pipeline.training.images import to_uint8
 
 SIZE = 64
 

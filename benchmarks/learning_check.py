@@ -3,7 +3,7 @@
 The acceptance point of the training issue: losses stay finite and the generated images'
 colour statistics approach the real ones. Input: the 3000 real CelebA sample faces, ingested
 at 32 px with the DCGAN crop as one training split (_training.py). Training: the real loop,
-`pipeline.training.loop.run_worker` with a `LocalContext` (one process, no Ray), our dcgan
+`pipeline.training.runner.run_worker` with a `LocalContext` (one process, no Ray), our dcgan
 preset (non-saturating loss, Adam(2e-4, 0.5, 0.999), batch norm, transposed convolutions,
 random flips), one report per epoch.
 
@@ -57,7 +57,9 @@ from pipeline.data.reader import ShardDataset
 from pipeline.grid import make_grid
 from pipeline.models import build_generator
 from pipeline.training.config import load_train_config
-from pipeline.training.loop import LocalContext, run_worker, sample_z, to_images
+from pipeline.training.images import to_images
+from pipeline.training.noise import sample_z
+from pipeline.training.runner import LocalContext, run_worker
 
 SIZE = 32
 PHOTOS = 3000
@@ -67,7 +69,7 @@ RGB = "rgb"
 
 
 def gap(fake_mean, fake_std, real_mean, real_std) -> float:
-    """The loop's color_gap (pipeline.training.loop.flatten_metrics) of channel statistics."""
+    """The loop's color_gap (pipeline.training.stats.image_summaries) of channel statistics."""
     return float((np.abs(fake_mean - real_mean).mean() + np.abs(fake_std - real_std).mean()) / 2)
 
 
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         budget_s = args.minutes * 60
         started = time.perf_counter()
 
-        def on_report(metrics: dict, grid, row_names, checkpoint, fid_protocol) -> None:
+        def on_report(report) -> None:
+            metrics, grid = report.metrics, report.grid
             metrics["minutes"] = (time.perf_counter() - started) / 60
             reports.append(metrics)
             grids[metrics["epoch"]] = grid

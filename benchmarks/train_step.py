@@ -5,7 +5,7 @@ Model: DCGAN at 64 px, nz 100, ngf = ndf = 64, batch 128, Adam(2e-4, 0.5, 0.999)
 dcgan config, layer for layer the architecture of pytorch/examples' dcgan/main.py.
 
 Measured in one process, alternately, so that load drifting over the run hits both alike:
-- ours: the real loop, `pipeline.training.loop.run_worker` with a `LocalContext` (world size
+- ours: the real loop, `pipeline.training.runner.run_worker` with a `LocalContext` (world size
   1). The loop is one function, so its step cannot be called alone; instead it runs one epoch
   with `report_every` = `--steps-per-run` steps and each report's `images_per_s` is taken.
   The loop restarts that clock after each report, so a figure covers exactly the steps
@@ -75,7 +75,7 @@ from torch import nn
 
 from pipeline.data.reader import ShardDataset
 from pipeline.training.config import load_train_config
-from pipeline.training.loop import LocalContext, run_worker
+from pipeline.training.runner import LocalContext, run_worker
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `tests` lives in the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -212,7 +212,8 @@ def measure_loop(
     result = StepRuns(Measurement(name), reference_runs)
     images = steps_per_run * BATCH
 
-    def on_report(metrics: dict, grid, row_names, checkpoint, fid_protocol) -> None:
+    def on_report(report) -> None:
+        metrics = report.metrics
         result.reports.append(metrics)
         if len(result.reports) > 1:  # the first interval is the warm-up
             result.ours.add(images / metrics["images_per_s"], images)

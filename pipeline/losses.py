@@ -38,6 +38,7 @@ class GANLoss:
 
     name: str = ""
     gradient_penalty: bool = False  # the caller adds lambda * gradient_penalty(...) to D's loss
+    wasserstein: bool = False  # D outputs critic scores, not the logit of a probability
 
     def d_loss_parts(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
         """D's loss on the real batch and on the fake batch (errD_real, errD_fake)."""
@@ -92,6 +93,7 @@ class WassersteinGP(GANLoss):
 
     name = "wgan-gp"
     gradient_penalty = True
+    wasserstein = True
 
     def d_loss_parts(self, real_logits, fake_logits):
         return -real_logits.mean(), fake_logits.mean()

@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.metrics.config import FidConfig
 from pipeline.metrics.fid import Embedder, dataset_reference, ensure_reference
 from pipeline.metrics.weights import resolve
-from pipeline.training.loop import LocalContext, run_worker
+from pipeline.training.runner import LocalContext, run_worker
 from tests.test_training_loop import config
 from tests.train_fixtures import anime_dataset
 
@@ -126,7 +126,7 @@ def test_training_logs_standin_fid_every_epoch_with_the_reference_computed_once(
         **{"fid.every": 1, "fid.samples": 96, "fid.dims": 64, "fid.kid_subsets": 5},
     )
     ctx = LocalContext(tmp_path)
-    run_worker(cfg, ctx, str(anime), lambda m, g, r, f, p: protocols.append(p))
+    run_worker(cfg, ctx, str(anime), lambda report: protocols.append(report.fid_protocol))
     assert [("fid_standin" in m, "kid_standin" in m, "fid" in m) for m in ctx.reports] == [
         (True, True, False)
     ] * 2

@@ -10,7 +10,7 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import load_train_config
-from pipeline.training.loop import LocalContext, run_worker
+from pipeline.training.runner import LocalContext, run_worker
 from tests.train_fixtures import TINY, anime_dataset
 
 
@@ -32,7 +32,7 @@ def test_dcgan_epoch_reports_metrics_grid_and_checkpoint(anime, tmp_path):
     grids = []
     ctx = LocalContext(tmp_path)
     last = run_worker(
-        config("dcgan", anime, epochs=1), ctx, str(anime), lambda m, g, r, f, p: grids.append(g)
+        config("dcgan", anime, epochs=1), ctx, str(anime), lambda report: grids.append(report.grid)
     )
     assert last["epoch"] == 1 and last["step"] == 566 // 32
     assert last["images_seen"] == 17 * 32
@@ -74,7 +74,7 @@ def test_acgan_conditions_on_hair_and_eyes(anime, tmp_path):
         config("acgan", anime, epochs=1),
         LocalContext(tmp_path),
         str(anime),
-        lambda m, g, r, f, p: rows.append(r),
+        lambda report: rows.append(report.row_names),
     )
     assert 0 <= last["acc_real"] <= 1 and 0 <= last["acc_fake"] <= 1
     assert math.isfinite(last["loss_d_cls"]) and math.isfinite(last["loss_g_cls"])
@@ -111,7 +111,7 @@ def test_checkpoint_is_plain_state_dicts(anime, tmp_path):
 
 
 def test_learning_rate_schedules():
-    from pipeline.training.loop import lr_factor
+    from pipeline.training.runner import lr_factor
 
     step = load_train_config(
         "dcgan", options={"epochs": 10, "optim.schedule": "step", "optim.milestones": [3, 6]}
@@ -122,7 +122,7 @@ def test_learning_rate_schedules():
 
 
 def test_augment_flips_and_rotates_per_image():
-    from pipeline.training.loop import augment
+    from pipeline.training.images import augment
 
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     torch.manual_seed(0)

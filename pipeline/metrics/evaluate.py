@@ -47,7 +47,9 @@ def evaluate(
         scores,
     )
     from pipeline.metrics.weights import resolve
-    from pipeline.training.loop import config_from_checkpoint, sample_z, to_uint8
+    from pipeline.training.checkpoint import config_from_checkpoint
+    from pipeline.training.images import to_uint8
+    from pipeline.training.noise import sample_z
     from pipeline.training.sample import labels_for, load_generator
 
     check_fid(replace(fid, every=max(fid.every, 1)))

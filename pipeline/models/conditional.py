@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.models.config import ClassSpec, ModelConfig
 from pipeline.models.layers import LabelInput, linear_head, mlp_head
-from pipeline.models.norms import BATCH_NORMS
+from pipeline.models.norms import get_norm
 
 
 def _conditional(classes: ClassSpec | None) -> ClassSpec | None:
@@ -28,9 +28,9 @@ class Generator(nn.Module):
         class spec its batch norms condition on (None: plain norms)."""
         self.classes = _conditional(classes)
         self.label_input = LabelInput(self.classes, cfg.conditioning) if self.classes else None
-        self.sync_batchnorm = cfg.norm_g == "sync-batch"
+        self.sync_batchnorm = get_norm(cfg.norm_g).syncs
         nz = cfg.z_dim + (self.label_input.dim if self.label_input else 0)
-        cond = self.classes if cfg.cond_norm and cfg.norm_g in BATCH_NORMS else None  # CBN
+        cond = self.classes if cfg.cond_norm and get_norm(cfg.norm_g).mixes_batch else None  # CBN
         return nz, cond
 
     def join_labels(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -46,7 +46,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     def init_classes(self, cfg: ModelConfig, classes: ClassSpec | None) -> None:
         self.classes = _conditional(classes)
-        self.sync_batchnorm = cfg.norm_d == "sync-batch"
+        self.sync_batchnorm = get_norm(cfg.norm_d).syncs
 
     def init_heads(self, cfg: ModelConfig, features: int, shared_adv: nn.Module) -> None:
         """`adv` and `cls` on D's features: "shared" = the architecture's own adversarial

@@ -1,10 +1,10 @@
 """The normalization factory: one name -> the normalization of a network's 2-d features.
 
     batch        BatchNorm2d (Ioffe & Szegedy 2015), the DCGAN default
-    sync-batch   BatchNorm2d here; under DDP the training loop converts it with
+    sync-batch   BatchNorm2d here; under DDP the runner converts it (`Norm.under_ddp`) with
                  nn.SyncBatchNorm.convert_sync_batchnorm so that statistics span all ranks.
-                 A network built with it has `sync_batchnorm = True`. SyncBatchNorm runs on
-                 CUDA (and XPU/HPU) only: with gloo on CPU it raises, so convert on GPU only.
+                 SyncBatchNorm runs on CUDA (and XPU/HPU) only: with gloo on CPU it raises,
+                 so it is converted on GPUs only.
     instance     InstanceNorm2d with affine gain and shift (Ulyanov et al. 2016)
     layer        GroupNorm(1, C): LayerNorm over C, H, W (Ba et al. 2016), the WGAN-GP critic's
     group        GroupNorm with the largest group count <= 32 dividing C (Wu & He 2018)
@@ -16,11 +16,15 @@
 Conditional batch norm (de Vries et al. 2017; Miyato & Koyama 2018 for cGANs): batch norm
 without its own affine, then a per-class gain and shift from an embedding of y. Only batch
 and sync-batch mix samples of a batch (the reason a WGAN-GP critic must not use them).
+
+One `Norm` entry per name says all of it (makes it, mixes the batch, syncs under DDP, acts
+on weights): adding a normalization is one function and one line in NORMS.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,8 +33,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 from pipeline.config import ConfigError
 from pipeline.models.config import ClassSpec
 from pipeline.models.layers import LabelEmbedding
-
-BATCH_NORMS = ("batch", "sync-batch")  # normalize across the samples of a batch
 
 
 def _batch(channels: int) -> nn.Module:
@@ -54,35 +56,73 @@ def _identity(channels: int) -> nn.Module:
     return nn.Identity()
 
 
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "batch": _batch,
-    "sync-batch": _batch,  # converted to SyncBatchNorm by the training loop under DDP
-    "instance": _instance,
-    "layer": _layer,
-    "group": _group,
-    "spectral": _identity,  # on the weights instead, see apply_weight_norm
-    "none": _identity,
+def _spectral(net: nn.Module) -> None:
+    # One power iteration per forward in training mode (torch's parametrization).
+    for m in list(net.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            spectral_norm(m)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """Everything the models, the runner and the driver ask of a normalization."""
+
+    name: str
+    make: Callable[[int], nn.Module]  # the norm of `channels` 2-d feature maps
+    # Statistics across the samples of a batch: conditional batch norm builds on it, and a
+    # WGAN-GP critic must not have it (the per-sample gradient penalty would be wrong).
+    mixes_batch: bool = False
+    # A learned shift, which makes the bias of the layer before it redundant (DCGAN's convs
+    # have bias=False with batch norm).
+    shift: bool = True
+    # Statistics span all ranks under DDP (SyncBatchNorm): needs GPUs, torch has no CPU kernel.
+    syncs: bool = False
+    on_weights: Callable[[nn.Module], None] | None = None  # acts on the weights instead
+
+    def under_ddp(self, net: nn.Module, cuda: bool) -> nn.Module:
+        """`net` as it trains under DDP: batch norms synchronised where this norm syncs (on
+        GPUs only: the driver refuses a CPU run of several workers with it)."""
+        if self.syncs and cuda:
+            return nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        return net
+
+
+NORMS: dict[str, Norm] = {
+    norm.name: norm
+    for norm in (
+        Norm("batch", _batch, mixes_batch=True),
+        Norm("sync-batch", _batch, mixes_batch=True, syncs=True),
+        Norm("instance", _instance),
+        Norm("layer", _layer),
+        Norm("group", _group),
+        Norm("spectral", _identity, shift=False, on_weights=_spectral),
+        Norm("none", _identity, shift=False),
+    )
 }
 
 
+def get_norm(name: str) -> Norm:
+    if name not in NORMS:
+        raise ConfigError(f"norm {name!r} is not known; choose one of: {', '.join(NORMS)}")
+    return NORMS[name]
+
+
 def has_shift(name: str) -> bool:
-    """Whether norm `name` adds a learned shift, which makes the bias of the layer before it
-    redundant (DCGAN's convs have bias=False with batch norm)."""
-    return name not in ("spectral", "none")
+    """Whether norm `name` adds a learned shift (see `Norm.shift`)."""
+    return get_norm(name).shift
 
 
 def make_norm(name: str, channels: int, *, conditional_on: ClassSpec | None = None) -> nn.Module:
     """The normalization `name` of `channels` 2-d feature maps; conditional batch norm (taking
     forward(x, y)) when `conditional_on` names classes and `name` is batch or sync-batch."""
-    if name not in NORMS:
-        raise ConfigError(f"norm {name!r} is not known; choose one of: {', '.join(NORMS)}")
+    norm = get_norm(name)
     if conditional_on is not None and conditional_on.logits:
-        if name not in BATCH_NORMS:
+        if not norm.mixes_batch:
             raise ConfigError(
                 f"conditional normalization is batch or sync-batch only, not {name!r}"
             )
         return ConditionalBatchNorm2d(channels, conditional_on)
-    return NORMS[name](channels)
+    return norm.make(channels)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -114,11 +154,9 @@ class ConditionalBatchNorm2d(nn.Module):
 
 
 def apply_weight_norm(net: nn.Module, name: str) -> nn.Module:
-    """For norm "spectral": spectral-normalize every conv, transposed conv and linear weight
-    of `net` (torch.nn.utils.parametrizations.spectral_norm, one power iteration per forward
-    in training mode). Other norms leave the weights alone."""
-    if name == "spectral":
-        for m in list(net.modules()):
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                spectral_norm(m)
+    """The norm's action on the weights of `net` (spectral: every conv, transposed conv and
+    linear weight spectral-normalized); other norms leave the weights alone."""
+    norm = get_norm(name)
+    if norm.on_weights is not None:
+        norm.on_weights(net)
     return net

@@ -19,7 +19,7 @@ from pipeline.config import ConfigError
 from pipeline.models import dcgan, resnet
 from pipeline.models.config import ClassSpec, ModelConfig
 from pipeline.models.layers import UPSAMPLES
-from pipeline.models.norms import BATCH_NORMS, NORMS
+from pipeline.models.norms import NORMS
 
 
 class Arch(NamedTuple):
@@ -57,7 +57,7 @@ def check_config(cfg: ModelConfig, loss: str, image_size: int) -> None:
     from pipeline.losses import get_loss  # losses sit beside the models, not below them
 
     _check_names(cfg, image_size)
-    if get_loss(loss).gradient_penalty and cfg.norm_d in BATCH_NORMS:
+    if get_loss(loss).gradient_penalty and NORMS[cfg.norm_d].mixes_batch:
         raise ConfigError(
             f"norm_d={cfg.norm_d!r} is not allowed with loss {loss!r}: BatchNorm in a WGAN-GP "
             "critic makes the gradient penalty per-sample wrong; use layer, group, spectral "

@@ -79,3 +79,11 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     if rng.get("python"):
         random.setstate((3, tuple(rng["python"]), None))
+
+
+def config_from_checkpoint(state: dict):
+    """The TrainConfig a checkpoint was written with."""
+    from pipeline.config import from_dict
+    from pipeline.training.config import TrainConfig
+
+    return from_dict(TrainConfig, state["config"])

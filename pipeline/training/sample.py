@@ -19,7 +19,7 @@ def load_generator(source: str):
     from pipeline.models import build_generator
     from pipeline.models.config import ClassSpec
     from pipeline.training import checkpoint as ckpt
-    from pipeline.training.loop import config_from_checkpoint
+    from pipeline.training.checkpoint import config_from_checkpoint
 
     path = Path(source).expanduser()
     if not path.exists():
@@ -52,13 +52,14 @@ def sample(
 ) -> Path:
     """Write a PNG grid of `n` samples (or interpolation rows) from a run's generator."""
     from pipeline.grid import make_grid
-    from pipeline.training.loop import sample_z, to_uint8
+    from pipeline.training.images import to_uint8
+    from pipeline.training.noise import sample_z
 
     if n < 1:
         raise PipelineError(f"--n {n} must be at least 1")
     if Path(out).suffix.lower() != ".png":
         raise PipelineError(f"--out {out} must be a .png file")
-    from pipeline.training.loop import config_from_checkpoint
+    from pipeline.training.checkpoint import config_from_checkpoint
 
     G, state = load_generator(source)
     config = config_from_checkpoint(state)

@@ -19,7 +19,7 @@ def train_loop(loop_config: dict) -> None:
     from pipeline import tracking
     from pipeline.config import from_dict
     from pipeline.training import checkpoint as ckpt
-    from pipeline.training.loop import run_worker
+    from pipeline.training.runner import Report, run_worker
 
     _quiet_report_log()
     config = from_dict(TrainConfig, loop_config["config"])
@@ -37,13 +37,14 @@ def train_loop(loop_config: dict) -> None:
         tracker.set_tags({"pipeline.restored_from": name})
         print(f"worker group restarted: resuming from {name}", flush=True)
 
-    def on_report(metrics: dict, grid, row_names: list, folder: Path, fid_protocol) -> None:
+    def on_report(report: Report) -> None:
+        metrics, folder = report.metrics, report.checkpoint_dir
         step = int(metrics["images_seen"])
         tracker.log_metrics(metrics, step=step)
-        if fid_protocol:  # what the FID numbers mean, beside them
-            tracker.log_dict(fid_protocol, "fid/protocol.json")
+        if report.fid_protocol:  # what the FID numbers mean, beside them
+            tracker.log_dict(report.fid_protocol, "fid/protocol.json")
         name = f"samples/epoch-{int(metrics['epoch']):03d}-step-{int(metrics['step']):07d}.png"
-        tracker.log_image(grid, name, key="samples", step=step)
+        tracker.log_image(report.grid, name, key="samples", step=step)
         tracker.log_artifact(folder / ckpt.FILE, "checkpoints")  # the last one, for --resume
         if metrics["epoch"] >= config.epochs and not metrics.get("nonfinite"):
             # The final generator alone (G_ema and what it needs), for `pipeline sample`.

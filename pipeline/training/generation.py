@@ -1,0 +1,222 @@
+"""The generation task: the GAN families (DCGAN, ACGAN, WGAN-GP) as one task of the runner.
+
+It owns G, D, G_ema, their optimizers and the step, which reads like the papers: "(1) Update
+D" on a real and a fake batch, then every `n_critic` D steps "(2) Update G", then G_ema. The
+loss, its terms (ACGAN's class loss, WGAN-GP's penalty: `pipeline.training.objective`), the
+norms, the conditioning and the architecture come from the config; nothing here is
+per-family. Everything tasks share (data, devices, DDP, reports, checkpoints, FID) is the
+runner's (`pipeline.training.runner`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.training.config import TrainConfig
+from pipeline.training.images import to_uint8
+from pipeline.training.noise import random_labels, sample_z
+from pipeline.training.objective import Objective, gan_phases, judge
+from pipeline.training.stats import channel_stats, diversity, grad_norm, image_summaries, score
+
+
+class GenerationTask:
+    """G(z, y) against D(x, y); G_ema for samples, grids and FID."""
+
+    def __init__(self, config: TrainConfig, setup, data):
+        """Build G and D on `setup.device` for `data` (image size, channels, label plan).
+        The caller seeds torch first, so every rank starts from the same weights."""
+        from pipeline.models import build_discriminator, build_generator
+        from pipeline.models.norms import get_norm
+
+        self.config, self.setup, self.labels = config, setup, data.labels
+        self.classes = data.labels.classes if data.labels else None
+        self.device = setup.device
+        G = build_generator(config.model, data.image_size, data.channels, self.classes)
+        D = build_discriminator(config.model, data.image_size, data.channels, self.classes)
+        G, D = G.to(self.device), D.to(self.device)
+        # G_ema keeps plain batch norm even when G's is synchronised: it is sampled on rank 0.
+        G_ema = copy.deepcopy(G).requires_grad_(False)
+        if setup.distributed:
+            G = get_norm(config.model.norm_g).under_ddp(G, setup.cuda)
+            D = get_norm(config.model.norm_d).under_ddp(D, setup.cuda)
+        if setup.channels_last:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+            G_ema = G_ema.to(memory_format=torch.channels_last)
+        self.G, self.D, self.G_ema = G, D, G_ema
+        self.G_train, self.D_train = G, D  # the DDP / compiled views, once distributed
+        betas = (config.optim.beta1, config.optim.beta2)
+        self.opt_g = torch.optim.Adam(G.parameters(), lr=config.optim.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(D.parameters(), lr=config.optim.lr_d, betas=betas)
+        self.phases = gan_phases(config)
+        self.objective = Objective(config, self.classes, D)
+
+    # -- what the runner saves, restores and distributes ------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+    def distribute(self) -> None:
+        """DDP over the ranks (after a resume has loaded the weights), then compile."""
+        setup = self.setup
+        if setup.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if setup.cuda else None
+            # Never static_graph with a gradient penalty: DDP then reduces the double-backward
+            # gradients wrongly, without an error.
+            self.G_train, self.D_train = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
+        if self.config.compile and setup.cuda:
+            self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
+        self.objective = Objective(self.config, self.classes, self.D_train)
+
+    def set_learning_rates(self, factor: float) -> dict[str, float]:
+        """The config's rates times the schedule's `factor`, re-applied every epoch (PBT may
+        have changed the config); returns them as metrics."""
+        config = self.config
+        for optimizer, lr in ((self.opt_g, config.optim.lr_g), (self.opt_d, config.optim.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
+        return {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+
+    # -- the step ---------------------------------------------------------------------------
+
+    def step(self, x: torch.Tensor, y: torch.Tensor | None, step: int):
+        """One training step on the real batch (x, y); returns (values to report, the loss
+        whose finiteness the runner checks)."""
+        config, autocast, n = self.config, self.setup.autocast, x.shape[0]
+        phase_d, phase_g = self.phases
+        update_g = phase_g.due(step)
+        # With one D step per G step, G's update reuses D's fake batch (as the DCGAN
+        # reference does); otherwise G's forward in D's phase needs no graph.
+        reuse_fake = update_g and phase_g.every == 1
+
+        # (1) Update D: real batch, fake batch, and the objective's terms.
+        z, y_fake = sample_z(config, n, self.device), random_labels(self.classes, n, self.device)
+        with autocast:
+            with torch.set_grad_enabled(reuse_fake):
+                fake = self.G_train(z, y_fake)
+            real = judge(self.D_train, x, y)
+            judged_fake = judge(self.D_train, fake.detach(), y_fake)
+        errD, parts = self.objective.loss(phase_d.name, real, judged_fake)
+        parts["grad_norm_d"] = self._update(self.D, self.opt_d, errD)
+
+        # (2) Update G, every n_critic D steps. Through the bare D (not its DDP wrapper) with
+        # its weights frozen: no D gradient is computed or all-reduced in a step that does not
+        # update D.
+        errG = None
+        if update_g:
+            y_gen = y_fake
+            if not reuse_fake:
+                z, y_gen = (
+                    sample_z(config, n, self.device),
+                    random_labels(self.classes, n, self.device),
+                )
+            self.D.requires_grad_(False)
+            with autocast:
+                if not reuse_fake:
+                    fake = self.G_train(z, y_gen)
+                gen = judge(self.D, fake, y_gen)
+            errG, g_parts = self.objective.loss(phase_g.name, None, gen)
+            parts.update(g_parts)
+            parts["grad_norm_g"] = self._update(self.G, self.opt_g, errG)
+            self.D.requires_grad_(True)
+
+            # Update G_ema.
+            decay = ema_decay(config.optim.ema, step) if config.optim.ema else 0.0
+            update_ema(self.G_ema, self.G, decay)
+
+        # Statistics: D(x) and D(G(z)) as probabilities (critic scores for WGAN).
+        wasserstein = self.objective.wasserstein
+        fake_mean, fake_std = channel_stats(fake)
+        real_mean, real_std = channel_stats(x)
+        values = {
+            "loss_d": errD,
+            "D_x": score(real.logits, wasserstein),
+            "D_G_z": score(judged_fake.logits, wasserstein),
+            "fake_mean": fake_mean,
+            "fake_std": fake_std,
+            "real_mean": real_mean,
+            "real_std": real_std,
+            "diversity_fake": diversity(fake),
+            "diversity_real": diversity(x),
+            **parts,
+        }
+        loss = errD.detach() + (errG.detach() if errG is not None else 0.0)
+        return values, loss
+
+    @staticmethod
+    def _update(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor):
+        """Gradients zeroed, backward, one optimizer step; returns the gradient norm."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = grad_norm(net)
+        optimizer.step()
+        return norm
+
+    def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        return image_summaries(values)
+
+    # -- what the runner shows and scores ---------------------------------------------------
+
+    def fixed_samples(self, rows: int, columns: int):
+        """The fixed noise (and labels) of every sample grid, the same on every rank."""
+        from pipeline.training.labels import grid_labels
+
+        noise = torch.Generator().manual_seed(self.config.seed)
+        self.z_fixed = sample_z(self.config, rows * columns, self.device, noise)
+        self.y_fixed, self.row_names = None, []
+        if self.labels is not None:
+            y, self.row_names = grid_labels(self.labels, rows, columns, self.config.seed)
+            self.y_fixed = torch.from_numpy(y).to(self.device)
+        self.grid_columns = columns
+
+    @torch.no_grad()
+    def sample_grid(self):
+        """The fixed-noise sample grid of G_ema (a PIL image) and its row names."""
+        from pipeline.grid import make_grid
+
+        # Batch statistics, as pytorch/examples samples its DCGAN: BN running averages lag far
+        # behind early in training. The running buffers this touches are copied from G anyway.
+        self.G_ema.train()
+        images = to_uint8(self.G_ema(self.z_fixed, self.y_fixed))
+        scale = max(1, 64 // images.shape[1])
+        return make_grid(images, nrow=self.grid_columns, padding=2, scale=scale), self.row_names
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """n images for FID, uint8 NHWC: as the sample grids, G_ema with batch statistics,
+        classes drawn uniformly."""
+        self.G_ema.train()
+        z = sample_z(self.config, n, self.device, generator)
+        return to_uint8(self.G_ema(z, random_labels(self.classes, n, self.device, generator)))
+
+
+@torch.no_grad()
+def update_ema(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    ema_params = list(G_ema.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay with a ramp-up: at step 100 G_ema would still be 90% random init with
+    0.999, so early steps use (1 + step) / (10 + step), as is usual."""
+    return min(decay, (1 + step) / (10 + step))

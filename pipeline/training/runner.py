@@ -1,0 +1,259 @@
+"""The per-worker runner: one process of a DDP run (or a whole run, world size 1).
+
+It owns what every task shares: devices and precision, this rank's slice of the shards and
+its epochs, DDP, the position (epoch, batch, step, images seen) and resuming it, reports
+(metrics reduced over ranks, the sample grid, FID) and checkpoints. A task owns its models
+and its step: `generation` is the GAN families (`pipeline.training.generation`); TASKS maps
+each model family to its task.
+
+It needs no Ray: a `WorkerContext` says who we are and where reports and checkpoints go
+(`pipeline.training.context`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipeline.config import to_dict
+from pipeline.training import checkpoint as ckpt
+from pipeline.training.config import TrainConfig
+from pipeline.training.context import LocalContext, WorkerContext
+from pipeline.training.generation import GenerationTask
+from pipeline.training.images import augment, to_images
+from pipeline.training.labels import LabelPlan, grid_shape, plan_labels
+from pipeline.training.stats import Meter, flatten_metrics
+
+TASKS = {"dcgan": GenerationTask, "acgan": GenerationTask, "wgan-gp": GenerationTask}
+
+__all__ = ["LocalContext", "Report", "TASKS", "lr_factor", "run_worker"]
+
+
+@dataclass
+class Report:
+    """What rank 0 hands `on_report` at each report, before the checkpoint folder goes to
+    the context (the Ray worker logs all of it to MLflow there)."""
+
+    metrics: dict[str, float]
+    grid: object  # the fixed-noise sample grid, a PIL image
+    row_names: list[str]  # one per grid row of a conditional model ([] otherwise)
+    checkpoint_dir: Path | None
+    fid_protocol: dict | None  # how the FID numbers in `metrics` were made, when there are any
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where this worker computes and how: what every task's models and step need."""
+
+    device: torch.device
+    cuda: bool
+    channels_last: bool
+    autocast: torch.autocast
+    distributed: bool
+
+    @classmethod
+    def for_worker(cls, config: TrainConfig, ctx: WorkerContext) -> Setup:
+        cuda = config.gpus_per_worker > 0 and torch.cuda.is_available()
+        device = torch.device(f"cuda:{ctx.local_rank}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+        distributed = ctx.world_size > 1 and dist.is_available() and dist.is_initialized()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.bf16)
+        return cls(device, cuda, cuda and config.channels_last, autocast, distributed)
+
+
+@dataclass(frozen=True)
+class Data:
+    """What the task is told of the training set."""
+
+    image_size: int
+    channels: int
+    labels: LabelPlan | None  # what a conditional model conditions on
+
+
+@dataclass
+class Position:
+    """Where training is; saved in every checkpoint, so a resumed run goes on from there."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    images_seen: int = 0
+
+    KEYS = ("epoch", "batch_in_epoch", "step", "images_seen")
+
+    def state(self) -> dict[str, int]:
+        return {key: getattr(self, key) for key in self.KEYS}
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """The schedule: constant, step (x gamma at each milestone passed), or linear decay."""
+    optim = config.optim
+    if optim.schedule == "step":
+        return optim.gamma ** sum(epoch >= m for m in optim.milestones)
+    if optim.schedule == "linear":
+        return max(0.0, 1.0 - epoch / config.epochs)
+    return 1.0
+
+
+def run_worker(
+    config: TrainConfig,
+    ctx: WorkerContext,
+    dataset_path: str,
+    on_report: Callable[[Report], None] | None = None,
+) -> dict:
+    """Train on this worker. Returns the last reported metrics (reduced over ranks).
+
+    `on_report(report)` is called on rank 0 at each report (see `Report`). With `fid.every`,
+    the reports ending every `fid.every`-th epoch (and the last) carry `fid`, `kid`,
+    `kid_std` (`*_standin` with the stand-in backbone).
+    """
+    from pipeline.data.reader import ShardDataset
+
+    rank, world = ctx.rank, ctx.world_size
+    setup = Setup.for_worker(config, ctx)
+
+    # Load the training set: this rank's slice, reshuffled every epoch.
+    dataset = ShardDataset(dataset_path, config.data.split)
+    labels = None
+    if config.conditional:
+        labels = plan_labels(dataset.manifest, config.data.groups, config.data.attrs)
+    loader = dataset.loader(
+        config.batch_size // world,
+        seed=config.seed,
+        rank=rank,
+        world_size=world,
+        columns=labels.columns if labels else [],
+        rows=labels.labelled_rows(dataset) if labels else None,
+    )
+    data = Data(image_size=dataset.shape[0], channels=dataset.shape[2], labels=labels)
+
+    # Build the task's models, the same initial weights on every rank.
+    torch.manual_seed(config.seed)
+    task = TASKS[config.family](config, setup, data)
+
+    # Resume: a restarted worker group, --resume, or a PBT exploit.
+    position = Position()
+    resume = ctx.checkpoint()
+    if resume is not None:
+        state = ckpt.load(resume, map_location=setup.device)
+        task.load_state_dict(state)
+        position = Position(**{key: state[key] for key in Position.KEYS})
+        if rank == 0:
+            ckpt.restore_rng(state)
+
+    # Distribute across workers.
+    task.distribute()
+    task.fixed_samples(*grid_shape(labels, config.samples))
+    fid = _fid_evaluator(config, dataset_path, setup.device, rank)
+
+    meter = Meter()
+    last: dict = {}
+    steps_per_epoch = len(loader)
+    report_every = config.report_every or steps_per_epoch
+    tick, tick_images = time.perf_counter(), 0
+
+    while position.epoch < config.epochs:
+        learning_rates = task.set_learning_rates(lr_factor(config, position.epoch))
+        loader.set_epoch(position.epoch)
+        torch.manual_seed(
+            hash((config.seed, rank, position.epoch, position.batch_in_epoch)) % 2**63
+        )
+        for b, batch in enumerate(loader.numpy_batches()):
+            if b < position.batch_in_epoch:
+                continue  # resumed mid-epoch: these batches were trained on
+            x = to_images(torch.from_numpy(batch["image"]), setup.device, setup.channels_last)
+            x = augment(x, config.data.flip, config.data.rotate)
+            y = torch.from_numpy(labels.labels(batch)).to(setup.device) if labels else None
+
+            values, loss = task.step(x, y, position.step)
+            meter.add(**values)
+
+            # A non-finite loss stops every rank at the same step.
+            finite = torch.isfinite(loss).float().reshape(1)
+            if setup.distributed:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            finite = finite.item() >= 1  # note: a host sync per step
+
+            position.step += 1
+            position.images_seen += x.shape[0] * world
+            tick_images += x.shape[0] * world
+            position.batch_in_epoch = b + 1
+            end_of_epoch = position.batch_in_epoch == steps_per_epoch
+            if end_of_epoch:
+                position.epoch, position.batch_in_epoch = position.epoch + 1, 0
+            if not finite or position.step % report_every == 0 or end_of_epoch:
+                elapsed = time.perf_counter() - tick
+                reduced = meter.reduce(world)
+                metrics = {
+                    **flatten_metrics(reduced, data.channels),
+                    **task.summaries(reduced),
+                    "epoch": position.epoch,
+                    "step": position.step,
+                    "images_seen": position.images_seen,
+                    "images_per_s": tick_images / max(elapsed, 1e-9),
+                    **learning_rates,
+                    "nonfinite": 0.0 if finite else 1.0,
+                }
+                if fid is not None and finite and end_of_epoch and _fid_due(config, position):
+                    metrics.update(fid.evaluate(task.generate))  # every rank embeds its share
+                _report(ctx, task, config, data, position, metrics, fid, on_report)
+                last = metrics
+                tick, tick_images = time.perf_counter(), 0
+                if not finite:
+                    return last
+            if end_of_epoch:
+                break
+    return last
+
+
+def _fid_evaluator(config: TrainConfig, dataset_path: str, device, rank: int):
+    if not config.fid.every:
+        return None
+    from pipeline.metrics.fid import FidEvaluator
+    from pipeline.metrics.weights import backbone_for
+
+    return FidEvaluator(
+        config.fid,
+        backbone_for(config.fid.weights),
+        dataset_path,
+        config.fid.split or config.data.split,
+        device,
+        say=(lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None),
+    )
+
+
+def _fid_due(config: TrainConfig, position: Position) -> bool:
+    """Every `fid.every`-th epoch, and the last."""
+    return position.epoch % config.fid.every == 0 or position.epoch == config.epochs
+
+
+def _report(ctx, task, config, data: Data, position: Position, metrics, fid, on_report) -> None:
+    """Rank 0 writes the checkpoint and the grid and calls `on_report`; every rank reports
+    to its context (Ray Train waits for all of them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = None
+        if ctx.rank == 0:
+            # The grid first: its forward (batch statistics) touches G_ema's BN buffers, and
+            # the checkpoint keeps them as they are after it.
+            grid, row_names = task.sample_grid()
+            folder = Path(tmp)
+            state = {
+                "config": to_dict(config),
+                "labels": data.labels.to_dict() if data.labels else None,
+                "image": {"size": data.image_size, "channels": data.channels},
+                **task.state_dict(),
+                **position.state(),
+            }
+            ckpt.save(folder / ckpt.FILE, state)
+            if on_report is not None:
+                protocol = fid.protocol if fid is not None else None
+                on_report(Report(metrics, grid, row_names, folder, protocol))
+        ctx.report(metrics, folder)

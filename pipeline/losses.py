@@ -23,12 +23,16 @@ reader's batches) are left out of the class loss and accuracy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.config import ConfigError
-from pipeline.models.config import ClassSpec
+
+if TYPE_CHECKING:  # the models check configs against the losses, so losses import no model
+    from pipeline.models.config import ClassSpec
 
 MISSING = -1  # a label the dataset does not have (pipeline.data.reader.MISSING)
 

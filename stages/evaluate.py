@@ -54,7 +54,7 @@ def evaluate(
       pipeline evaluate 3f2a... --real ~/fid_stats_celeba.npz
     """
     from pipeline.metrics.config import FidConfig
-    from pipeline.metrics.evaluate import evaluate as run_evaluation
+    from pipeline.training.evaluate import evaluate as run_evaluation
 
     fid = FidConfig(
         samples=samples,

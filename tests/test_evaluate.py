@@ -238,7 +238,7 @@ def test_unknown_dims_and_a_missing_real_folder(cli, anime, checkpoint, tmp_path
 
 
 def test_protocol_is_json_ready(anime, checkpoint):
-    from pipeline.metrics.evaluate import evaluate
+    from pipeline.training.evaluate import evaluate
 
     result = evaluate(
         str(checkpoint), data=str(anime), fid=FidConfig(samples=96, dims=64, kid_subsets=3)

@@ -152,7 +152,7 @@ def run_worker(
     # Distribute across workers.
     task.distribute()
     task.fixed_samples(*grid_shape(labels, config.samples))
-    fid = _fid_evaluator(config, dataset_path, setup.device, rank)
+    fid_evaluator = _fid_evaluator(config, dataset_path, setup.device, rank)
 
     meter = Meter()
     last: dict = {}
@@ -202,9 +202,16 @@ def run_worker(
                     **learning_rates,
                     "nonfinite": 0.0 if finite else 1.0,
                 }
-                if fid is not None and finite and end_of_epoch and _fid_due(config, position):
-                    metrics.update(fid.evaluate(task.generate))  # every rank embeds its share
-                _report(ctx, task, config, data, position, metrics, fid, on_report)
+                if (
+                    fid_evaluator is not None
+                    and finite
+                    and end_of_epoch
+                    and _fid_due(config, position)
+                ):
+                    metrics.update(
+                        fid_evaluator.evaluate(task.generate)
+                    )  # every rank embeds its share
+                _report(ctx, task, config, data, position, metrics, fid_evaluator, on_report)
                 last = metrics
                 tick, tick_images = time.perf_counter(), 0
                 if not finite:
@@ -235,7 +242,9 @@ def _fid_due(config: TrainConfig, position: Position) -> bool:
     return position.epoch % config.fid.every == 0 or position.epoch == config.epochs
 
 
-def _report(ctx, task, config, data: Data, position: Position, metrics, fid, on_report) -> None:
+def _report(
+    ctx, task, config, data: Data, position: Position, metrics, fid_evaluator, on_report
+) -> None:
     """Rank 0 writes the checkpoint and the grid and calls `on_report`; every rank reports
     to its context (Ray Train waits for all of them)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,6 +263,6 @@ def _report(ctx, task, config, data: Data, position: Position, metrics, fid, on_
             }
             ckpt.save(folder / ckpt.FILE, state)
             if on_report is not None:
-                protocol = fid.protocol if fid is not None else None
+                protocol = fid_evaluator.protocol if fid_evaluator is not None else None
                 on_report(Report(metrics, grid, row_names, folder, protocol))
         ctx.report(metrics, folder)

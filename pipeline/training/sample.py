@@ -100,11 +100,11 @@ def labels_for(
         if class_name:
             raise PipelineError("--class needs a conditional model (this generator has no labels)")
         return None
-    groups, binary = labels["groups"], labels["binary"]
-    parts = [torch.randint(0, k, (n, 1), generator=generator) for k in groups]
-    if binary:
-        parts.append(torch.randint(0, 2, (n, binary), generator=generator))
-    y = torch.cat(parts, dim=1)
+    from pipeline.models.config import ClassSpec
+    from pipeline.training.noise import random_labels
+
+    groups = labels["groups"]
+    y = random_labels(ClassSpec(tuple(groups), labels["binary"]), n, "cpu", generator)
     if class_name:
         names, attrs = labels["group_names"], labels["attr_names"]
         wanted = class_name.split(",")

@@ -24,6 +24,24 @@ pytestmark = pytest.mark.slow
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
 
 
+def train_args(family: str, data, epochs: int, *extra: str) -> list[str]:
+    """`pipeline train` of a small model on 2 workers, batch 32."""
+    return [
+        "train",
+        family,
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--workers",
+        "2",
+        "--batch-size",
+        "32",
+        *SMALL,
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     require_shared("celeba")
@@ -74,20 +92,7 @@ def artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 def test_train_runs_end_to_end_with_two_workers(
     cli, datasets, store, tmp_path, family, data, extra
 ):
-    result = cli(
-        "train",
-        family,
-        "--data",
-        datasets[data],
-        "--epochs",
-        "2",
-        "--workers",
-        "2",
-        "--batch-size",
-        "32",
-        *SMALL,
-        *extra,
-    )
+    result = cli(*train_args(family, datasets[data], 2, *extra))
     assert result.exit_code == 0, result.output
     run = only_run(store)
     assert run.info.status == "FINISHED"
@@ -153,22 +158,7 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
     """SIGKILL one Ray Train worker once a checkpoint exists; FailureConfig restarts the worker
     group from it and the run finishes all its epochs in the same MLflow run."""
     runs = Path(os.environ["PIPELINE_RUNS"])
-    command = [
-        sys.executable,
-        "-m",
-        "stages.cli",
-        "train",
-        "dcgan",
-        "--data",
-        str(datasets["anime"]),
-        "--epochs",
-        "10",
-        "--workers",
-        "2",
-        "--batch-size",
-        "32",
-        *SMALL,
-    ]
+    command = [sys.executable, "-m", "stages.cli", *train_args("dcgan", datasets["anime"], 10)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -194,21 +184,7 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
 
 
 def test_nonfinite_loss_fails_the_run_with_a_clear_message(cli, datasets, store):
-    result = cli(
-        "train",
-        "dcgan",
-        "--data",
-        datasets["anime"],
-        "--epochs",
-        "2",
-        "--workers",
-        "2",
-        "--batch-size",
-        "32",
-        *SMALL,
-        "--set",
-        "z_std=.inf",
-    )
+    result = cli(*train_args("dcgan", datasets["anime"], 2, "--set", "z_std=.inf"))
     # Ray streams its workers' logs to stderr; the command's own verdict is the last line.
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -15,11 +15,9 @@ How the work is cut, and why the bytes never depend on it:
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
-import shutil
 import threading
 import time
 from collections import Counter
@@ -32,11 +30,11 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.config import ConfigError
 from pipeline.data import shards
+from pipeline.data.output import STATE, claim_output, remove_dataset
 from pipeline.data.sources.base import Plan, Source, fingerprint
 from pipeline.data.transforms import BadRecord, encode, prepare
 from pipeline.errors import PipelineError
 
-STATE = ".ingest.json"
 CHUNK_RECORDS = 64
 TARGET_SHARD_BYTES = 128 * 2**20
 
@@ -122,31 +120,13 @@ def ingest(
     )
 
     created = not out.exists()
-    existing = _claim_output(out, key, options.overwrite)
+    existing = claim_output(out, key, options.overwrite)
     if existing is not None:
         return IngestResult(path=out, manifest=existing, up_to_date=True)
     shards.write_json_atomic(out / STATE, {"ingest_key": key, "name": name, "source": source.kind})
 
     # Lay out every shard; keep the ones a killed run already finished.
-    layout: dict[str, list[tuple[int, int, int]]] = {}
-    done: dict[tuple[str, int], shards.ShardInfo] = {}
-    for split, n in plan.splits.items():
-        count = math.ceil(n / shard_rows)
-        layout[split] = [(i, i * shard_rows, min(n, (i + 1) * shard_rows)) for i in range(count)]
-        folder = out / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".shard-*.tmp-*"):
-            stale.unlink()
-        for index, start, stop in layout[split]:
-            path = folder / shards.shard_name(index, count)
-            if path.exists():
-                info = shards.read_shard_info(path, out)
-                if info.records != (start, stop):
-                    raise PipelineError(
-                        f"{path} covers records {info.records}, expected "
-                        f"{(start, stop)}; rerun with --overwrite"
-                    )
-                done[split, index] = info
+    layout, done = _lay_out(out, plan.splits, shard_rows)
     resumed = len(done)
     bad_allowed = (
         int(options.max_bad) if options.max_bad >= 1 else math.floor(options.max_bad * total)
@@ -154,12 +134,13 @@ def ingest(
     bad_seen = sum(len(info.skipped) for info in done.values())
 
     # Cut the missing shards into chunks for the workers.
-    chunks = []
-    for split, entries in layout.items():
-        for index, start, stop in entries:
-            if (split, index) not in done:
-                for lo in range(start, stop, CHUNK_RECORDS):
-                    chunks.append((split, index, lo, min(stop, lo + CHUNK_RECORDS)))
+    chunks = [
+        (split, index, lo, min(stop, lo + CHUNK_RECORDS))
+        for split, entries in layout.items()
+        for index, start, stop in entries
+        if (split, index) not in done
+        for lo in range(start, stop, CHUNK_RECORDS)
+    ]
     remaining = sum(hi - lo for _, _, lo, hi in chunks)
 
     workers = options.workers or os.cpu_count() or 1
@@ -208,7 +189,7 @@ def ingest(
                 )
     except BaseException:
         if not done:  # nothing worth resuming: leave no trace of this run
-            _remove_dataset(out)
+            remove_dataset(out)
             if created:
                 out.rmdir()
         raise
@@ -245,6 +226,36 @@ def ingest(
         seconds=time.perf_counter() - started,
         warnings=list(plan.notes),
     )
+
+
+Layout = dict[str, list[tuple[int, int, int]]]  # split -> (shard index, first, stop record)
+
+
+def _lay_out(
+    out: Path, splits: dict[str, int], shard_rows: int
+) -> tuple[Layout, dict[tuple[str, int], shards.ShardInfo]]:
+    """Every shard of every split, and the ones a killed run already finished (checked to
+    cover the records they should); stale working files are removed."""
+    layout: Layout = {}
+    done: dict[tuple[str, int], shards.ShardInfo] = {}
+    for split, n in splits.items():
+        count = math.ceil(n / shard_rows)
+        layout[split] = [(i, i * shard_rows, min(n, (i + 1) * shard_rows)) for i in range(count)]
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".shard-*.tmp-*"):
+            stale.unlink()
+        for index, start, stop in layout[split]:
+            path = folder / shards.shard_name(index, count)
+            if path.exists():
+                info = shards.read_shard_info(path, out)
+                if info.records != (start, stop):
+                    raise PipelineError(
+                        f"{path} covers records {info.records}, expected "
+                        f"{(start, stop)}; rerun with --overwrite"
+                    )
+                done[split, index] = info
+    return layout, done
 
 
 # -- workers -----------------------------------------------------------------------------
@@ -428,67 +439,3 @@ def _manifest(
         "timings": timings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _claim_output(out: Path, key: str, overwrite: bool) -> dict | None:
-    """Make `out` ready for this ingest. Returns the manifest when it is already done.
-
-    Refuses a folder that holds another dataset (unless `overwrite`) or anything that is not a
-    pipeline dataset at all (never, since deleting a user's files is not ours to do).
-    """
-    manifest_path, state_path = out / shards.MANIFEST, out / STATE
-    if not out.exists():
-        out.mkdir(parents=True)
-        return None
-    if not out.is_dir():
-        raise PipelineError(f"output {out} exists and is not a folder; choose another --out")
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            manifest = {}
-        if manifest.get("ingest_key") == key and not overwrite:
-            return manifest
-        if not overwrite:
-            raise PipelineError(
-                f"{out} already holds dataset {manifest.get('name', '?')!r} made from another "
-                "source or with other options; pass --overwrite to replace it, or choose another "
-                "--out"
-            )
-    elif state_path.exists():
-        state = json.loads(state_path.read_text())
-        if state.get("ingest_key") == key and not overwrite:
-            return None  # resume the interrupted ingest
-        if not overwrite:
-            raise PipelineError(
-                f"{out} holds an unfinished ingest of {state.get('name', '?')!r} with other "
-                "options; rerun that ingest to finish it, pass --overwrite, or choose another --out"
-            )
-    elif any(out.iterdir()):
-        raise PipelineError(
-            f"{out} is not empty and is not a pipeline dataset; choose an empty or new --out"
-        )
-    else:
-        return None
-    _remove_dataset(out)
-    return None
-
-
-def _remove_dataset(out: Path) -> None:
-    """Delete a dataset's own files (manifest first, so it is never half-valid)."""
-    for name in (shards.MANIFEST, STATE):
-        (out / name).unlink(missing_ok=True)
-    for child in sorted(out.iterdir()):
-        if child.is_dir():
-            foreign = [p for p in child.rglob("*") if p.is_file() and not _is_ours(p, out)]
-            if foreign:
-                raise PipelineError(
-                    f"{child} holds files that are not shards ({foreign[0].name}); "
-                    "remove them yourself or choose another --out"
-                )
-            shutil.rmtree(child)
-
-
-def _is_ours(path: Path, out: Path) -> bool:
-    relative = path.relative_to(out)
-    return relative.parts[0] == "stats" or path.name.startswith(("shard-", ".shard-"))

@@ -147,3 +147,12 @@ def test_family_presets_and_config_errors():
         load_train_config("dcgan", overrides=["optim.lr=1"])
     with pytest.raises(ConfigError, match="acgan"):
         load_train_config("dcgan", overrides=["data.attrs=[Male]"])
+
+
+def test_sync_batch_norm_on_cpu_workers_is_refused(anime):
+    from pipeline.training.driver import prepare
+
+    for key in ("model.norm_g", "model.norm_d"):
+        with pytest.raises(ConfigError, match="sync-batch norm needs GPUs"):
+            prepare(config("dcgan", anime, workers=2, **{key: "sync-batch"}))
+    prepare(config("dcgan", anime, workers=1, **{"model.norm_g": "sync-batch"}))  # one: fine

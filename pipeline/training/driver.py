@@ -162,8 +162,11 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     else:
         tracking.reopen_run(handle)
         config = replace(config, run_name=handle.name)
-        # A fresh folder beside the first fit's (`NAME-2`, ...), tagged on the MLflow run.
-        trainer = build_trainer(config, handle, dataset_path, resume=True)
+        # The run goes on from its MLflow checkpoint in a fresh folder, `NAME-resume` (then
+        # `NAME-resume-2`, ...): Ray would restart from the first fit's folder on its own.
+        folder = claim_run_folder(runs_dir(), f"{handle.name}-resume")
+        tracking.Tracker(handle).set_tags({"pipeline.ray_run": folder})
+        trainer = build_trainer(config, handle, dataset_path, resume=True, folder=folder)
 
     status, metrics, checkpoint = "FAILED", {}, None
     try:

@@ -5,7 +5,7 @@
 Before Ray starts, everything a user can get wrong is checked (dataset, labels, attributes,
 image size against the model, batch split, GPUs asked against the cluster) and the MLflow run
 is created, so a restarted worker group keeps logging into the same run. Each worker runs
-`pipeline.training.loop.run_worker` under DDP (gloo on CPU, nccl on GPU); rank 0 alone talks
+`pipeline.training.runner.run_worker` under DDP (gloo on CPU, nccl on GPU); rank 0 alone talks
 to MLflow. `build_trainer` is the one place that builds the trainer: `pipeline tune` will
 call it from inside its Tune function.
 """
@@ -43,6 +43,7 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
     """Check the config against its dataset; returns the dataset path and manifest."""
     from pipeline.data.shards import read_manifest
     from pipeline.models import check_config
+    from pipeline.models.norms import get_norm
     from pipeline.settings import resolve_dataset
     from pipeline.training.labels import plan_labels
 
@@ -56,18 +57,15 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
             f"{', '.join(manifest['splits'])}"
         )
     check_config(config.model, config.loss, image_size=manifest["image"]["height"])
-    if (
-        "sync-batch" in (config.model.norm_g, config.model.norm_d)
-        and config.gpus_per_worker == 0
-        and config.workers > 1
-    ):
+    syncing = [n for n in (config.model.norm_g, config.model.norm_d) if get_norm(n).syncs]
+    if syncing and config.gpus_per_worker == 0 and config.workers > 1:
         raise ConfigError(
-            "sync-batch norm needs GPUs (torch's SyncBatchNorm has no CPU kernel); use batch "
+            f"{syncing[0]} norm needs GPUs (torch's SyncBatchNorm has no CPU kernel); use batch "
             "on CPU, or --gpus-per-worker 1"
         )
     if config.conditional:
-        plan = plan_labels(manifest, config.data.groups, config.data.attrs)
-        rows = _labelled_count(path, config, plan)
+        labels = plan_labels(manifest, config.data.groups, config.data.attrs)
+        rows = _labelled_count(path, config, labels)
         if rows < config.batch_size:
             raise ConfigError(
                 f"dataset {manifest['name']} has {rows} rows with every chosen label, fewer "

@@ -42,7 +42,6 @@ SCHEDULERS = ("asha", "pbt", "fifo")
 SEARCHES = ("random", "grid", "optuna")
 MODES = ("min", "max")
 TOP_KEYS = ("metric", "mode", "defaults", "asha", "pbt", "fixed", "search")
-DEFAULT_KEYS = ("scheduler", "search", "samples", "max_epochs", "workers_per_trial")
 # What the sweep itself sets for every trial: not for a space file to search or fix.
 SWEEP_OWNED = ("family", "epochs", "data.dataset", "workers", "gpus_per_worker", "run_name",
                "experiment")  # fmt: skip
@@ -100,7 +99,7 @@ class Space:
         return {
             "metric": self.metric,
             "mode": self.mode,
-            "defaults": {k: getattr(self, k) for k in DEFAULT_KEYS},
+            "defaults": {k: getattr(self, k) for k in SECTIONS["defaults"]},
             "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
             "pbt": {
                 "perturbation_interval": self.perturbation_interval,
@@ -141,50 +140,14 @@ def load_space(file: str | Path) -> Space:
     values["metric"] = metric
     values["mode"] = _one_of(data.get("mode", "min"), MODES, lambda m: bad("mode", m))
 
-    defaults = _mapping(data.get("defaults", {}), lambda m: bad("defaults", m))
-    for key, value in defaults.items():
-        name = f"defaults.{key}"
-        if key not in DEFAULT_KEYS:
-            raise bad(name, f"unknown key; defaults has: {', '.join(DEFAULT_KEYS)}")
-        if key == "scheduler":
-            values[key] = _one_of(value, SCHEDULERS, lambda m, n=name: bad(n, m))
-        elif key == "search":
-            values[key] = _one_of(value, SEARCHES, lambda m, n=name: bad(n, m))
-        else:
-            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
-
-    asha = _mapping(data.get("asha", {}), lambda m: bad("asha", m))
-    for key, value in asha.items():
-        name = f"asha.{key}"
-        if key == "grace_period":
-            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
-        elif key == "reduction_factor":
-            if not _is_number(value) or value <= 1:
-                raise bad(name, f"must be a number above 1, got {value!r}")
-            values[key] = float(value)
-        else:
-            raise bad(name, "unknown key; asha has: grace_period, reduction_factor")
-
-    pbt = _mapping(data.get("pbt", {}), lambda m: bad("pbt", m))
-    for key, value in pbt.items():
-        name = f"pbt.{key}"
-        if key == "perturbation_interval":
-            values[key] = _positive_int(value, lambda m, n=name: bad(n, m))
-        elif key == "quantile_fraction":
-            if not _is_number(value) or not 0 < value <= 0.5:
-                raise bad(name, f"must be in (0, 0.5], got {value!r}")
-            values[key] = float(value)
-        elif key == "synch":
-            if not isinstance(value, bool):
-                raise bad(name, f"must be true or false, got {value!r}")
-            values[key] = value
-        elif key == "mutate":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise bad(name, f"must be a list of searched keys, got {value!r}")
-            values[key] = tuple(value)
-        else:
-            raise bad(name, "unknown key; pbt has: perturbation_interval, quantile_fraction, "
-                      "synch, mutate")  # fmt: skip
+    # The sweep's settings: defaults, asha, pbt, each key checked by its entry in SECTIONS.
+    for section, checks in SECTIONS.items():
+        entries = _mapping(data.get(section, {}), lambda m, s=section: bad(s, m))
+        for key, value in entries.items():
+            name = f"{section}.{key}"
+            if key not in checks:
+                raise bad(name, f"unknown key; {section} has: {', '.join(checks)}")
+            values[key] = checks[key](value, lambda m, n=name: bad(n, m))
 
     fixed = _mapping(data.get("fixed", {}), lambda m: bad("fixed", m))
     for key in fixed:
@@ -210,6 +173,52 @@ def load_space(file: str | Path) -> Space:
         if search[key] and "grid" in search[key]:
             raise bad("pbt.mutate", f"{key} is a grid; PBT mutates choice or range keys")
     return Space(**values)
+
+
+Check = Callable[[Any, Callable[[str], ConfigError]], Any]  # (value, bad) -> the value to keep
+
+
+def _range(low: float, high: float, inclusive_high: bool, text: str) -> Check:
+    def check(value, bad):
+        number = float(value) if _is_number(value) else None
+        if number is None or not (low < number and (number <= high if inclusive_high else True)):
+            raise bad(f"{text}, got {value!r}")
+        return number
+
+    return check
+
+
+def _flag(value, bad) -> bool:
+    if not isinstance(value, bool):
+        raise bad(f"must be true or false, got {value!r}")
+    return value
+
+
+def _key_list(value, bad) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad(f"must be a list of searched keys, got {value!r}")
+    return tuple(value)
+
+
+SECTIONS: dict[str, dict[str, Check]] = {
+    "defaults": {
+        "scheduler": lambda value, bad: _one_of(value, SCHEDULERS, bad),
+        "search": lambda value, bad: _one_of(value, SEARCHES, bad),
+        "samples": lambda value, bad: _positive_int(value, bad),
+        "max_epochs": lambda value, bad: _positive_int(value, bad),
+        "workers_per_trial": lambda value, bad: _positive_int(value, bad),
+    },
+    "asha": {
+        "grace_period": lambda value, bad: _positive_int(value, bad),
+        "reduction_factor": _range(1, math.inf, False, "must be a number above 1"),
+    },
+    "pbt": {
+        "perturbation_interval": lambda value, bad: _positive_int(value, bad),
+        "quantile_fraction": _range(0, 0.5, True, "must be in (0, 0.5]"),
+        "synch": _flag,
+        "mutate": _key_list,
+    },
+}
 
 
 def check_values(space: Space, build: Callable[[dict[str, Any]], object]) -> None:

@@ -12,7 +12,7 @@ import torch
 from pipeline.training.config import load_train_config
 from pipeline.training.generation import GenerationTask
 from pipeline.training.objective import Objective
-from pipeline.training.runner import Data, Setup
+from pipeline.training.runner import DataShape, Setup
 from tests.train_fixtures import TINY
 
 CPU = Setup(
@@ -27,7 +27,7 @@ CPU = Setup(
 def task(family: str = "dcgan", setup: Setup = CPU, size: int = 32, **options) -> GenerationTask:
     config = load_train_config(family, options={"workers": 1, **TINY, **options})
     torch.manual_seed(0)
-    built = GenerationTask(config, setup, Data(image_size=size, channels=3, labels=None))
+    built = GenerationTask(config, setup, DataShape(image_size=size, channels=3, label_plan=None))
     built.distribute()
     return built
 
@@ -203,7 +203,7 @@ def test_channels_last_step_matches_contiguous_step():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.xfail(
-    reason="known: inductor's stride assertion in convolution_backward (the speed issue)",
+    reason="known on torch 2.11 (H200): inductor asserts on a stride in convolution_backward",
     strict=False,
 )
 def test_compiled_step_trains():

@@ -11,6 +11,7 @@ runner's (`pipeline.training.runner`).
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,18 +23,21 @@ from pipeline.training.noise import random_labels, sample_z
 from pipeline.training.objective import Objective, gan_phases, judge
 from pipeline.training.stats import channel_stats, diversity, grad_norm, image_summaries, score
 
+if TYPE_CHECKING:  # the runner imports this task
+    from pipeline.training.runner import DataShape, Setup
+
 
 class GenerationTask:
     """G(z, y) against D(x, y); G_ema for samples, grids and FID."""
 
-    def __init__(self, config: TrainConfig, setup, data):
+    def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         """Build G and D on `setup.device` for `data` (image size, channels, label plan).
         The caller seeds torch first, so every rank starts from the same weights."""
         from pipeline.models import build_discriminator, build_generator
         from pipeline.models.norms import get_norm
 
-        self.config, self.setup, self.labels = config, setup, data.labels
-        self.classes = data.labels.classes if data.labels else None
+        self.config, self.setup, self.label_plan = config, setup, data.label_plan
+        self.classes = data.label_plan.classes if data.label_plan else None
         self.device = setup.device
         G = build_generator(config.model, data.image_size, data.channels, self.classes)
         D = build_discriminator(config.model, data.image_size, data.channels, self.classes)
@@ -132,8 +136,8 @@ class GenerationTask:
             with autocast:
                 if not reuse_fake:
                     fake = self.G_train(z, y_gen)
-                gen = judge(self.D, fake, y_gen)
-            errG, g_parts = self.objective.loss(phase_g.name, None, gen)
+                judged_gen = judge(self.D, fake, y_gen)
+            errG, g_parts = self.objective.loss(phase_g.name, None, judged_gen)
             parts.update(g_parts)
             parts["grad_norm_g"] = self._update(self.G, self.opt_g, errG)
             self.D.requires_grad_(True)
@@ -182,8 +186,8 @@ class GenerationTask:
         noise = torch.Generator().manual_seed(self.config.seed)
         self.z_fixed = sample_z(self.config, rows * columns, self.device, noise)
         self.y_fixed, self.row_names = None, []
-        if self.labels is not None:
-            y, self.row_names = grid_labels(self.labels, rows, columns, self.config.seed)
+        if self.label_plan is not None:
+            y, self.row_names = grid_labels(self.label_plan, rows, columns, self.config.seed)
             self.y_fixed = torch.from_numpy(y).to(self.device)
         self.grid_columns = columns
 

@@ -58,13 +58,14 @@ class Term:
     name = ""
 
     def __init__(self, config: TrainConfig, classes: ClassSpec | None, D: nn.Module):
-        self.classes, self.D = classes, D
+        self.config, self.classes, self.D = config, classes, D
 
     @staticmethod
     def applies(config: TrainConfig, classes: ClassSpec | None, loss: GANLoss) -> bool:
         raise NotImplementedError
 
-    def weight(self, config: TrainConfig) -> float:
+    @property
+    def weight(self) -> float:
         raise NotImplementedError
 
     def d(self, real: Judged, fake: Judged) -> tuple[Tensor, Parts] | None:
@@ -83,8 +84,9 @@ class ClassTerm(Term):
     def applies(config, classes, loss):
         return classes is not None
 
-    def weight(self, config):
-        return config.lambda_cls  # read each step: PBT may change it between segments
+    @property
+    def weight(self):
+        return self.config.lambda_cls
 
     def d(self, real, fake):
         c = self.classes
@@ -111,8 +113,9 @@ class PenaltyTerm(Term):
     def applies(config, classes, loss):
         return loss.gradient_penalty
 
-    def weight(self, config):
-        return config.lambda_gp
+    @property
+    def weight(self):
+        return self.config.lambda_gp
 
     def d(self, real, fake):
         gp = gradient_penalty(self.D, real.x, fake.x.detach().to(real.x.dtype), real.y)
@@ -143,14 +146,16 @@ class Objective:
             total = self.adversarial.d_loss(real.logits.float(), fake.logits.float())
             parts: Parts = {"loss_d_adv": total}
             extras = [term.d(real, fake) for term in self.terms]
-        else:
+        elif phase == "G":
             total = self.adversarial.g_loss(fake.logits.float())
             parts = {"loss_g_adv": total}
             extras = [term.g(fake) for term in self.terms]
+        else:
+            raise ValueError(f"no phase {phase!r}: a GAN's phases are D and G")
         for term, extra in zip(self.terms, extras, strict=True):
             if extra is not None:
                 value, term_parts = extra
-                total = total + term.weight(self.config) * value
+                total = total + term.weight * value
                 parts.update(term_parts)
         if phase == "G":
             parts["loss_g"] = total

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -30,9 +32,13 @@ from pipeline.training.images import augment, to_images
 from pipeline.training.labels import LabelPlan, grid_shape, plan_labels
 from pipeline.training.stats import Meter, flatten_metrics
 
-TASKS = {"dcgan": GenerationTask, "acgan": GenerationTask, "wgan-gp": GenerationTask}
+TASKS: dict[str, type[Task]] = {
+    "dcgan": GenerationTask,
+    "acgan": GenerationTask,
+    "wgan-gp": GenerationTask,
+}
 
-__all__ = ["LocalContext", "Report", "TASKS", "lr_factor", "run_worker"]
+__all__ = ["LocalContext", "Report", "TASKS", "Task", "lr_factor", "run_worker"]
 
 
 @dataclass
@@ -70,12 +76,29 @@ class Setup:
 
 
 @dataclass(frozen=True)
-class Data:
+class DataShape:
     """What the task is told of the training set."""
 
     image_size: int
     channels: int
-    labels: LabelPlan | None  # what a conditional model conditions on
+    label_plan: LabelPlan | None  # what a conditional model conditions on
+
+
+class Task(Protocol):
+    """A task owns its models, their optimizers and its step; built with
+    `Task(config, setup, shape)` after the runner seeds torch (same weights on every rank)."""
+
+    def state_dict(self) -> dict: ...  # models and optimizers, for the checkpoint
+    def load_state_dict(self, state: dict) -> None: ...
+    def distribute(self) -> None: ...  # DDP / compile, after a resume has loaded the weights
+    def set_learning_rates(self, factor: float) -> dict[str, float]: ...  # the lr metrics
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor | None, step: int
+    ) -> tuple[dict, torch.Tensor]: ...
+    def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]: ...
+    def fixed_samples(self, rows: int, columns: int) -> None: ...  # what every grid shows
+    def sample_grid(self) -> tuple[object, list[str]]: ...  # a PIL image and its row names
+    def generate(self, n: int, generator: torch.Generator) -> np.ndarray: ...  # for FID
 
 
 @dataclass
@@ -122,22 +145,22 @@ def run_worker(
 
     # Load the training set: this rank's slice, reshuffled every epoch.
     dataset = ShardDataset(dataset_path, config.data.split)
-    labels = None
+    label_plan = None
     if config.conditional:
-        labels = plan_labels(dataset.manifest, config.data.groups, config.data.attrs)
+        label_plan = plan_labels(dataset.manifest, config.data.groups, config.data.attrs)
     loader = dataset.loader(
         config.batch_size // world,
         seed=config.seed,
         rank=rank,
         world_size=world,
-        columns=labels.columns if labels else [],
-        rows=labels.labelled_rows(dataset) if labels else None,
+        columns=label_plan.columns if label_plan else [],
+        rows=label_plan.labelled_rows(dataset) if label_plan else None,
     )
-    data = Data(image_size=dataset.shape[0], channels=dataset.shape[2], labels=labels)
+    shape = DataShape(dataset.shape[0], dataset.shape[2], label_plan)
 
     # Build the task's models, the same initial weights on every rank.
     torch.manual_seed(config.seed)
-    task = TASKS[config.family](config, setup, data)
+    task = TASKS[config.family](config, setup, shape)
 
     # Resume: a restarted worker group, --resume, or a PBT exploit.
     position = Position()
@@ -151,7 +174,7 @@ def run_worker(
 
     # Distribute across workers.
     task.distribute()
-    task.fixed_samples(*grid_shape(labels, config.samples))
+    task.fixed_samples(*grid_shape(label_plan, config.samples))
     fid_evaluator = _fid_evaluator(config, dataset_path, setup.device, rank)
 
     meter = Meter()
@@ -171,7 +194,9 @@ def run_worker(
                 continue  # resumed mid-epoch: these batches were trained on
             x = to_images(torch.from_numpy(batch["image"]), setup.device, setup.channels_last)
             x = augment(x, config.data.flip, config.data.rotate)
-            y = torch.from_numpy(labels.labels(batch)).to(setup.device) if labels else None
+            y = None
+            if label_plan is not None:
+                y = torch.from_numpy(label_plan.labels(batch)).to(setup.device)
 
             values, loss = task.step(x, y, position.step)
             meter.add(**values)
@@ -193,7 +218,7 @@ def run_worker(
                 elapsed = time.perf_counter() - tick
                 reduced = meter.reduce(world)
                 metrics = {
-                    **flatten_metrics(reduced, data.channels),
+                    **flatten_metrics(reduced, shape.channels),
                     **task.summaries(reduced),
                     "epoch": position.epoch,
                     "step": position.step,
@@ -211,7 +236,16 @@ def run_worker(
                     metrics.update(
                         fid_evaluator.evaluate(task.generate)
                     )  # every rank embeds its share
-                _report(ctx, task, config, data, position, metrics, fid_evaluator, on_report)
+                _report(
+                    ctx,
+                    task,
+                    config=config,
+                    shape=shape,
+                    position=position,
+                    metrics=metrics,
+                    fid_evaluator=fid_evaluator,
+                    on_report=on_report,
+                )
                 last = metrics
                 tick, tick_images = time.perf_counter(), 0
                 if not finite:
@@ -243,7 +277,15 @@ def _fid_due(config: TrainConfig, position: Position) -> bool:
 
 
 def _report(
-    ctx, task, config, data: Data, position: Position, metrics, fid_evaluator, on_report
+    ctx: WorkerContext,
+    task: Task,
+    *,
+    config: TrainConfig,
+    shape: DataShape,
+    position: Position,
+    metrics: dict[str, float],
+    fid_evaluator,
+    on_report: Callable[[Report], None] | None,
 ) -> None:
     """Rank 0 writes the checkpoint and the grid and calls `on_report`; every rank reports
     to its context (Ray Train waits for all of them)."""
@@ -256,8 +298,8 @@ def _report(
             folder = Path(tmp)
             state = {
                 "config": to_dict(config),
-                "labels": data.labels.to_dict() if data.labels else None,
-                "image": {"size": data.image_size, "channels": data.channels},
+                "labels": shape.label_plan.to_dict() if shape.label_plan else None,
+                "image": {"size": shape.image_size, "channels": shape.channels},
                 **task.state_dict(),
                 **position.state(),
             }

@@ -6,8 +6,9 @@ dcgan config, layer for layer the architecture of pytorch/examples' dcgan/main.p
 
 Measured in one process, alternately, so that load drifting over the run hits both alike:
 - ours: the real loop, `pipeline.training.runner.run_worker` with a `LocalContext` (world size
-  1). The loop is one function, so its step cannot be called alone; instead it runs one epoch
-  with `report_every` = `--steps-per-run` steps and each report's `images_per_s` is taken.
+  1), not the task's step alone (`GenerationTask.step`): what a user waits for is the step
+  plus the loader and the runner's per-step work, so it runs one epoch with `report_every` =
+  `--steps-per-run` steps and each report's `images_per_s` is taken.
   The loop restarts that clock after each report, so a figure covers exactly the steps
   between two reports and none of the per-report work (metrics reduction, fixed-noise sample
   grid, checkpoint), which a real run pays once per epoch. The first interval (warm-up:

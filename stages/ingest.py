@@ -10,7 +10,7 @@ import typer
 from stages.common import IngestArgs, cli_errors, ingest_command, run_ingest
 
 # A killed ingest keeps its complete shards, and a rerun resumes from them (pipeline.data.ingest).
-INTERRUPTED = "interrupted: finished shards are kept; rerun the same command to resume"
+SHARDS_KEPT = "interrupted: finished shards are kept; rerun the same command to resume"
 
 app = typer.Typer(
     help="Ingest a dataset into Arrow shards under the data dir ($PIPELINE_DATA, default ./data).",
@@ -27,7 +27,7 @@ app = typer.Typer(
   pipeline ingest lsun bedroom --lmdb ~/lsun/bedroom_train_lmdb --size 64\n
   pipeline ingest lsun church_outdoor --download --limit 100000""",
 )
-@cli_errors(interrupted=INTERRUPTED)
+@cli_errors(interrupted=SHARDS_KEPT)
 @ingest_command()
 def lsun(
     category: Annotated[str, typer.Argument(help="LSUN scene category, e.g. bedroom.")],
@@ -99,7 +99,7 @@ def ingest_lsun(
     "lsun-bedroom",
     epilog="Example:\n\n  pipeline ingest lsun-bedroom --lmdb ~/lsun/bedroom_train_lmdb --size 64",
 )
-@cli_errors(interrupted=INTERRUPTED)
+@cli_errors(interrupted=SHARDS_KEPT)
 @ingest_command()
 def lsun_bedroom(
     lmdb: Annotated[
@@ -130,7 +130,7 @@ def lsun_bedroom(
     "flat or under Img/) and the annotation files, flat or in Anno/ and Eval/ as "
     "released (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html).",
 )
-@cli_errors(interrupted=INTERRUPTED)
+@cli_errors(interrupted=SHARDS_KEPT)
 @ingest_command()
 def celeba(
     root: Annotated[
@@ -214,7 +214,7 @@ def celeba(
     "aqua eyes`: groups hair and eyes); or `id,class`. Ids are file stems or paths "
     "relative to --root.",
 )
-@cli_errors(interrupted=INTERRUPTED)
+@cli_errors(interrupted=SHARDS_KEPT)
 @ingest_command()
 def images(
     root: Annotated[
@@ -274,7 +274,7 @@ def images(
   pipeline ingest mnist                       # idx files in <data dir>/mnist\n
   pipeline ingest mnist --root ~/mnist --size 28""",
 )
-@cli_errors(interrupted=INTERRUPTED)
+@cli_errors(interrupted=SHARDS_KEPT)
 @ingest_command(size=32)
 def mnist(
     root: Annotated[

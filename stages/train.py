@@ -12,8 +12,8 @@ from stages.common import Data, DryRun, Experiment, FidWeights, GpusPerWorker, c
 
 
 @cli_errors(
-    interrupted="interrupted: the MLflow run is marked KILLED; continue it from its last "
-    "checkpoint with `pipeline train MODEL --resume RUN_ID`"
+    interrupted="interrupted: the MLflow run, if it had started, is marked KILLED; continue it "
+    "from its last checkpoint with `pipeline train MODEL --resume RUN_ID`"
 )
 def train(
     model: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],

@@ -12,7 +12,7 @@ from stages.common import Data, DryRun, Experiment, GpusPerWorker, cli_errors
 
 
 @cli_errors(
-    interrupted="interrupted: the sweep's MLflow runs are marked KILLED; continue it with "
+    interrupted="interrupted: the sweep's MLflow run is marked KILLED; continue it with "
     "`pipeline tune --resume --name SWEEP`"
 )
 def tune(

@@ -66,5 +66,5 @@ def test_ctrl_c_says_what_the_command_leaves(cli, monkeypatch, tmp_path):
     assert result.exit_code == 130
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1 and "shards" not in err, err
-    assert err.startswith("interrupted: the MLflow run is marked KILLED")
+    assert err.startswith("interrupted: the MLflow run, if it had started, is marked KILLED")
     assert "pipeline train MODEL --resume RUN_ID" in err

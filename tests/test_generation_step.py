@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.training.config import load_train_config
+from pipeline.training.context import DataShape, Setup
 from pipeline.training.generation import GenerationTask
 from pipeline.training.objective import Objective
-from pipeline.training.runner import DataShape, Setup
 from tests.train_fixtures import TINY
 
 CPU = Setup(

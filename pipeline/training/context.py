@@ -1,4 +1,5 @@
-"""Who a worker is and where its reports and checkpoints go.
+"""Who a worker is, where it computes, what it trains on, and where its reports and
+checkpoints go.
 
 The runner needs no Ray: Ray Train's context is `pipeline.training.worker.RayContext`;
 `LocalContext` runs one process (tests, benchmarks, a debugger).
@@ -10,7 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+import torch.distributed as dist
+
 from pipeline.training import checkpoint as ckpt
+from pipeline.training.config import TrainConfig
+from pipeline.training.labels import LabelPlan
 
 
 class WorkerContext(Protocol):
@@ -43,3 +49,34 @@ class LocalContext:
 
     def checkpoint(self) -> Path | None:
         return self.resume_from
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where this worker computes and how: what every task's models and step need."""
+
+    device: torch.device
+    cuda: bool
+    channels_last: bool
+    autocast: torch.autocast
+    distributed: bool
+
+    @classmethod
+    def for_worker(cls, config: TrainConfig, ctx: WorkerContext) -> Setup:
+        cuda = config.gpus_per_worker > 0 and torch.cuda.is_available()
+        device = torch.device(f"cuda:{ctx.local_rank}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+        distributed = ctx.world_size > 1 and dist.is_available() and dist.is_initialized()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.bf16)
+        return cls(device, cuda, cuda and config.channels_last, autocast, distributed)
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the task is told of the training set."""
+
+    image_size: int
+    channels: int
+    label_plan: LabelPlan | None  # what a conditional model conditions on

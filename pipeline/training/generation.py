@@ -11,20 +11,17 @@ runner's (`pipeline.training.runner`).
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.training.config import TrainConfig
+from pipeline.training.context import DataShape, Setup
 from pipeline.training.images import to_uint8
 from pipeline.training.noise import random_labels, sample_z
 from pipeline.training.objective import Objective, gan_phases, judge
 from pipeline.training.stats import channel_stats, diversity, grad_norm, image_summaries, score
-
-if TYPE_CHECKING:  # the runner imports this task
-    from pipeline.training.runner import DataShape, Setup
 
 
 class GenerationTask:

@@ -26,10 +26,10 @@ import torch.distributed as dist
 from pipeline.config import to_dict
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
-from pipeline.training.context import LocalContext, WorkerContext
+from pipeline.training.context import DataShape, LocalContext, Setup, WorkerContext
 from pipeline.training.generation import GenerationTask
 from pipeline.training.images import augment, to_images
-from pipeline.training.labels import LabelPlan, grid_shape, plan_labels
+from pipeline.training.labels import grid_shape, plan_labels
 from pipeline.training.stats import Meter, flatten_metrics
 
 TASKS: dict[str, type[Task]] = {
@@ -51,37 +51,6 @@ class Report:
     row_names: list[str]  # one per grid row of a conditional model ([] otherwise)
     checkpoint_dir: Path | None
     fid_protocol: dict | None  # how the FID numbers in `metrics` were made, when there are any
-
-
-@dataclass(frozen=True)
-class Setup:
-    """Where this worker computes and how: what every task's models and step need."""
-
-    device: torch.device
-    cuda: bool
-    channels_last: bool
-    autocast: torch.autocast
-    distributed: bool
-
-    @classmethod
-    def for_worker(cls, config: TrainConfig, ctx: WorkerContext) -> Setup:
-        cuda = config.gpus_per_worker > 0 and torch.cuda.is_available()
-        device = torch.device(f"cuda:{ctx.local_rank}" if cuda else "cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-            torch.backends.cudnn.benchmark = True
-        distributed = ctx.world_size > 1 and dist.is_available() and dist.is_initialized()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.bf16)
-        return cls(device, cuda, cuda and config.channels_last, autocast, distributed)
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """What the task is told of the training set."""
-
-    image_size: int
-    channels: int
-    label_plan: LabelPlan | None  # what a conditional model conditions on
 
 
 class Task(Protocol):

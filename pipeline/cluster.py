@@ -69,12 +69,38 @@ def start_ray() -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     try:
         if address:
-            ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
+            # Workers on other nodes read datasets and write runs where this process does (a
+            # local Ray's workers inherit this process's environment).
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": worker_env()},
+                log_to_driver=True,
+                logging_level=logging.ERROR,
+            )
         else:
             # The dashboard stays on: Ray Train's placement-group cleaner needs its state API.
             ray.init(log_to_driver=True, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as exc:
         raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
+
+
+# The storage and tracking variables every worker needs as the driver has them.
+FORWARDED = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "PIPELINE_DATA",
+    "PIPELINE_RUNS",
+    "PIPELINE_CACHE",
+    "MLFLOW_TRACKING_URI",
+)
+
+
+def worker_env() -> dict[str, str]:
+    """The FORWARDED variables this process has, for every Ray worker's environment."""
+    return {name: os.environ[name] for name in FORWARDED if name in os.environ}
 
 
 def needs(config) -> Resources:

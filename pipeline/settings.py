@@ -10,14 +10,33 @@ import os
 from pathlib import Path
 
 
+def data_root() -> str:
+    """Where datasets live: `$PIPELINE_DATA` (a local folder or a URI such as
+    s3://bucket/data) or `./data`; a local folder absolute."""
+    from pipeline.storage import is_uri
+
+    root = os.environ.get("PIPELINE_DATA", "data")
+    return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
+
+
 def data_dir() -> Path:
-    """The data directory: `$PIPELINE_DATA` or `./data`, absolute."""
-    return Path(os.environ.get("PIPELINE_DATA", "data")).expanduser().resolve()
+    """The local data directory (where raw downloads such as `lsun/` go): `$PIPELINE_DATA`
+    when it is a folder, else ./data."""
+    from pipeline.storage import is_uri
+
+    root = os.environ.get("PIPELINE_DATA", "data")
+    return Path("data" if is_uri(root) else root).expanduser().resolve()
 
 
-def resolve_dataset(name_or_path: str | os.PathLike) -> Path:
-    """A dataset named by path, or by its folder name under the data directory."""
+def resolve_dataset(name_or_path: str | os.PathLike) -> str | Path:
+    """A dataset named by path or URI, or by its folder name under the data root (a URI stays
+    a string)."""
+    from pipeline.storage import is_uri, join
+
+    if is_uri(name_or_path):
+        return str(name_or_path).rstrip("/")
     path = Path(name_or_path).expanduser()
     if path.exists() or path.is_absolute() or os.sep in str(name_or_path):
         return path.resolve()
-    return data_dir() / path
+    root = data_root()
+    return join(root, str(path)) if is_uri(root) else Path(root) / path

@@ -10,7 +10,6 @@ import functools
 import inspect
 import sys
 import typing
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,8 +49,12 @@ def cli_errors(fn=None, *, interrupted: str = INTERRUPTED):
 # -- options shared by the ingest commands -------------------------------------------------
 
 Out = Annotated[
-    Path | None,
-    typer.Option("--out", help="Dataset folder to write. Default: <data dir>/<source>-<size>."),
+    str | None,
+    typer.Option(
+        "--out",
+        help="Dataset folder or URI (s3://bucket/prefix) to write. "
+        "Default: <data dir>/<source>-<size>.",
+    ),
 ]
 Size = Annotated[int, typer.Option("--size", help="Output image side in pixels.")]
 Encoding = Annotated[
@@ -82,7 +85,8 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved conf
 # -- options shared by train, tune and evaluate ---------------------------------------------
 
 Data = Annotated[
-    str | None, typer.Option("--data", help="Dataset name under the data dir, or a path.")
+    str | None,
+    typer.Option("--data", help="Dataset name under the data dir, a path, or a URI (s3://...)."),
 ]
 GpusPerWorker = Annotated[
     float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (0 = CPU).")

@@ -160,3 +160,17 @@ def test_a_callback_pickled_with_the_plan_as_a_dict_still_loads():
     old = TrialStatus(plan())
     old.plan = plan().to_dict()
     assert pickle.loads(pickle.dumps(old)).plan == plan()
+
+
+def test_workers_get_the_storage_and_tracking_variables(monkeypatch):
+    from pipeline.cluster import FORWARDED, worker_env
+
+    for name in FORWARDED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    monkeypatch.setenv("PIPELINE_RUNS", "s3://pipeline/runs")
+    monkeypatch.setenv("UNRELATED", "x")
+    assert worker_env() == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:8333",
+        "PIPELINE_RUNS": "s3://pipeline/runs",
+    }

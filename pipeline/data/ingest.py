@@ -15,9 +15,11 @@ How the work is cut, and why the bytes never depend on it:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -30,7 +32,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.config import ConfigError
 from pipeline.data import shards
-from pipeline.data.output import STATE, claim_output, remove_dataset
+from pipeline.data.output import STATE, claim_output, claim_remote, publish, remove_dataset
 from pipeline.data.sources.base import Plan, Source, fingerprint
 from pipeline.data.transforms import BadRecord, encode, prepare
 from pipeline.errors import PipelineError
@@ -72,7 +74,7 @@ class IngestOptions:
 class IngestResult:
     """What an ingest made: the dataset folder, its manifest, and how the run went."""
 
-    path: Path
+    path: Path | str  # a folder, or the URI of a dataset in a bucket
     manifest: dict
     up_to_date: bool = False
     resumed_shards: int = 0
@@ -88,24 +90,22 @@ class Progress(Protocol):
 def ingest(
     source: Source, options: IngestOptions, progress: Progress | None = None
 ) -> IngestResult:
-    """Ingest `source` into Arrow shards under `options.out` (default: the data dir)."""
-    from pipeline.settings import data_dir
+    """Ingest `source` into Arrow shards under `options.out` (default: the data root), a local
+    folder or a URI. To a URI, the shards are written to a local working folder (which a
+    killed run resumes), then uploaded; the manifest is uploaded last, as the commit point."""
+    from pipeline import storage
+    from pipeline.settings import data_root
 
     options.check()
     started = time.perf_counter()
     plan = source.plan(options.limit)
-    planned = time.perf_counter()
     total = sum(plan.splits.values())
     if total == 0:
         raise PipelineError(f"the {source.kind} source holds no images: nothing to ingest")
     recipe = plan.recipe
-    out = (
-        Path(options.out).expanduser().resolve()
-        if options.out
-        else data_dir() / source.default_name(recipe.size)
-    )
-    name = out.name  # the folder name is the dataset's name, as `pipeline datasets` lists it
-    image_type = shards.image_type(recipe.size, recipe.channels, options.encoding)
+    target = options.out or storage.join(data_root(), source.default_name(recipe.size))
+    if not storage.is_uri(target):
+        target = str(Path(target).expanduser().resolve())
     row_bytes = recipe.size * recipe.size * recipe.channels
     shard_rows = options.shard_rows or max(256, TARGET_SHARD_BYTES // row_bytes)
     key = fingerprint(
@@ -118,6 +118,44 @@ def ingest(
         options.limit,
         [(c.name, str(c.type)) for c in plan.columns],
     )
+    # The folder (or the URI's last part) is the dataset's name, as `pipeline datasets` lists it.
+    job = _Job(source, plan, options, storage.name_of(target), key, shard_rows, started)
+    if not storage.is_uri(target):
+        return _write(job, Path(target), progress)
+
+    bucket = storage.remote(target)
+    storage.check_bucket(bucket)
+    existing = claim_remote(bucket, key, options.overwrite)
+    if existing is not None:
+        return IngestResult(path=target, manifest=existing, up_to_date=True)
+    work = storage.cache_dir() / "ingest" / storage.slug(target)
+    result = _write(job, work, progress)
+    publish(work, bucket, result.manifest, key)
+    shutil.rmtree(work)
+    return dataclasses.replace(result, path=target, up_to_date=False)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One ingest, planned: what `_write` needs beside the folder."""
+
+    source: Source
+    plan: Plan
+    options: IngestOptions
+    name: str
+    key: str
+    shard_rows: int
+    started: float
+
+
+def _write(job: _Job, out: Path, progress: Progress | None) -> IngestResult:
+    """The shards and the manifest of `job` in the local folder `out` (resumed where a killed
+    run left it)."""
+    source, plan, options, name, key = job.source, job.plan, job.options, job.name, job.key
+    shard_rows, started, planned = job.shard_rows, job.started, time.perf_counter()
+    total = sum(plan.splits.values())
+    recipe = plan.recipe
+    image_type = shards.image_type(recipe.size, recipe.channels, options.encoding)
 
     created = not out.exists()
     existing = claim_output(out, key, options.overwrite)

@@ -78,5 +78,83 @@ def remove_dataset(out: Path) -> None:
 
 
 def _is_ours(path: Path, out: Path) -> bool:
-    relative = path.relative_to(out)
-    return relative.parts[0] == "stats" or path.name.startswith(("shard-", ".shard-"))
+    return _ours(path.relative_to(out).as_posix())
+
+
+def _ours(relative: str) -> bool:
+    """A dataset's own file, by its path inside the dataset: a shard or cached statistics."""
+    name = relative.rsplit("/", 1)[-1]
+    return relative.split("/", 1)[0] == "stats" or name.startswith(("shard-", ".shard-"))
+
+
+# -- a dataset in a bucket -------------------------------------------------------------------
+
+
+def claim_remote(r, key: str, overwrite: bool) -> dict | None:
+    """As `claim_output`, for a dataset at a URI (`pipeline.storage.Remote`): its manifest
+    when it is done, None to write (or finish uploading) it; another dataset is replaced only
+    with `overwrite`, other objects never."""
+    from pipeline import storage
+
+    manifest = storage.read_json(r, r.at(shards.MANIFEST))
+    state = storage.read_json(r, r.at(STATE))
+    if manifest is not None:
+        if manifest.get("ingest_key") == key and not overwrite:
+            return manifest
+        if not overwrite:
+            raise PipelineError(
+                f"{r.uri} already holds dataset {manifest.get('name', '?')!r} made from another "
+                "source or with other options; pass --overwrite to replace it, or choose another "
+                "--out"
+            )
+    elif state is not None:
+        if state.get("ingest_key") == key and not overwrite:
+            return None  # finish the interrupted upload
+        if not overwrite:
+            raise PipelineError(
+                f"{r.uri} holds an unfinished ingest of {state.get('name', '?')!r} with other "
+                "options; rerun that ingest to finish it, pass --overwrite, or choose another --out"
+            )
+    elif storage.listing(r, r.path):
+        raise PipelineError(
+            f"{r.uri} is not empty and is not a pipeline dataset; choose an empty or new --out"
+        )
+    else:
+        return None
+    remove_remote_dataset(r)
+    return None
+
+
+def remove_remote_dataset(r) -> None:
+    """Delete a dataset's own objects at a URI, the manifest first (never half-valid)."""
+    from pipeline import storage
+
+    files = [path for path, _ in storage.listing(r, r.path)]
+    own = {shards.MANIFEST, STATE}
+    foreign = [p for p in files if p not in own and not _ours(p)]
+    if foreign:
+        raise PipelineError(
+            f"{r.uri} holds objects that are not shards ({foreign[0]}); remove them yourself or "
+            "choose another --out"
+        )
+    for name in (shards.MANIFEST, STATE):
+        if name in files:
+            storage.delete(r, r.at(name))
+    for path in files:
+        if path not in own:
+            storage.delete(r, r.at(path))
+
+
+def publish(folder: Path, r, manifest: dict, key: str) -> None:
+    """Upload the finished dataset in `folder` to `r`: a marker first, the shards an earlier
+    run did not upload whole (an object appears only once complete), the manifest last."""
+    from pipeline import storage
+
+    storage.write_json(r, r.at(STATE), {"ingest_key": key, "name": manifest["name"]})
+    present = dict(storage.listing(r, r.path))
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            if present.get(shard["file"]) != shard["bytes"]:
+                storage.upload(folder / shard["file"], r, r.at(shard["file"]))
+    storage.write_json(r, r.at(shards.MANIFEST), manifest)  # the commit point
+    storage.delete(r, r.at(STATE))

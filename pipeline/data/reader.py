@@ -35,7 +35,9 @@ class ShardDataset:
     """One split of a dataset, memory-mapped. Rows are addressed 0..len-1 across shards."""
 
     def __init__(self, root: str | Path, split: str = "train", *, verify: bool = False):
-        self.root = resolve_dataset(root)
+        from pipeline.data.staging import local_copy
+
+        self.root = local_copy(resolve_dataset(root))
         self.manifest = shards.read_manifest(self.root)
         splits = self.manifest["splits"]
         if split not in splits:

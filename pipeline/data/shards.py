@@ -122,22 +122,36 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(root: Path) -> dict:
-    """The manifest of the dataset at `root`; a `PipelineError` when there is none or it is bad."""
+def read_manifest(root: str | Path) -> dict:
+    """The manifest of the dataset at `root` (a folder or a URI); a `PipelineError` when there
+    is none or it is bad."""
+    from pipeline import storage
     from pipeline.errors import PipelineError
 
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        if Path(root).is_dir():
+    if storage.is_uri(root):
+        r = storage.remote(str(root))
+        manifest = storage.read_json(r, r.at(MANIFEST))
+        if manifest is None:
             raise PipelineError(
-                f"{root} has no {MANIFEST}: it is not a finished dataset (an ingest that did not "
-                "complete? rerun it to resume)"
+                f"dataset {r.uri} does not exist or is not finished (no {MANIFEST}); ingest it "
+                f"with `pipeline ingest ... --out {r.uri}`"
             )
-        raise PipelineError(f"dataset {root} does not exist (see `pipeline datasets list`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path} is not valid JSON ({exc.msg}); re-run the ingest") from None
+        path = f"{r.uri}/{MANIFEST}"
+    else:
+        path = Path(root) / MANIFEST
+        if not path.is_file():
+            if Path(root).is_dir():
+                raise PipelineError(
+                    f"{root} has no {MANIFEST}: it is not a finished dataset (an ingest that "
+                    "did not complete? rerun it to resume)"
+                )
+            raise PipelineError(f"dataset {root} does not exist (see `pipeline datasets list`)")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PipelineError(
+                f"{path} is not valid JSON ({exc.msg}); re-run the ingest"
+            ) from None
     if manifest.get("format") != FORMAT:
         raise PipelineError(f"{path} is not a pipeline dataset manifest")
     if manifest.get("schema_version", 0) > SCHEMA_VERSION:

@@ -103,13 +103,14 @@ def precompute_fid_reference(config: TrainConfig, dataset_path: Path, say=None) 
     every concurrent first trial of a sweep computed them again, inside its own time."""
     if not config.fid.every or config.gpus_per_worker > 0 or os.environ.get("RAY_ADDRESS"):
         return
+    from pipeline.data.staging import local_copy
     from pipeline.metrics.fid import ensure_reference
     from pipeline.metrics.weights import backbone_for
 
     say = say or (lambda line: print(line, file=sys.stderr))
     ensure_reference(
         backbone_for(config.fid.weights),
-        dataset_path,
+        local_copy(dataset_path),
         config.fid.split or config.data.split,
         config.fid,
         say=say,

@@ -67,7 +67,9 @@ def evaluate(
     if real is not None:
         reference = folder_reference(embedder, real)
     else:
-        reference = dataset_reference(embedder, dataset_path, split, fid, say)
+        from pipeline.data.staging import local_copy
+
+        reference = dataset_reference(embedder, local_copy(dataset_path), split, fid, say)
 
     G = G.to(device)
     labels = state.get("labels")

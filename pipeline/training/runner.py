@@ -108,11 +108,14 @@ def run_worker(
     `kid_std` (`*_standin` with the stand-in backbone).
     """
     from pipeline.data.reader import ShardDataset
+    from pipeline.data.staging import local_copy
 
     rank, world = ctx.rank, ctx.world_size
     setup = Setup.for_worker(config, ctx)
 
-    # Load the training set: this rank's slice, reshuffled every epoch.
+    # Load the training set: this rank's slice, reshuffled every epoch (a dataset at a URI
+    # from this node's copy).
+    dataset_path = str(local_copy(dataset_path))
     dataset = ShardDataset(dataset_path, config.data.split)
     label_plan = None
     if config.conditional:

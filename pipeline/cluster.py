@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 
@@ -169,3 +170,78 @@ def root_cause(exc: BaseException) -> str:
         seen = seen.__cause__
     text = " ".join(str(seen).split())
     return f"{type(seen).__name__}: {text[:400]}"
+
+
+# -- locations every node must see ----------------------------------------------------------
+
+
+def check_locations(data: str, runs: str, tracking_uri: str) -> None:
+    """On a Ray cluster of more than one node, refuse (before training starts) what the
+    other nodes cannot reach: a file or sqlite MLflow store, and a runs or data location that
+    is a folder some node does not see (each node probed, as Ray probes its storage with a
+    marker file). URIs are every node's by construction; one machine needs no check."""
+    import ray
+
+    from pipeline.storage import is_uri
+    from pipeline.tracking.store import uri_scheme
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) < 2:
+        return
+    for what, location, probe in (
+        ("PIPELINE_RUNS", runs, None),
+        ("the dataset", data, "manifest.json"),
+    ):
+        if is_uri(location):
+            continue
+        blind = _nodes_not_seeing(Path(location), probe, nodes)
+        if blind:
+            raise PipelineError(
+                f"{what} {location} is a folder that {len(blind)} of the cluster's "
+                f"{len(nodes)} nodes cannot see ({', '.join(blind)}); use a URI such as "
+                "s3://bucket/prefix, or a mount every node has"
+            )
+    if uri_scheme(tracking_uri) in ("sqlite", "file", ""):
+        raise PipelineError(
+            f"MLFLOW_TRACKING_URI={tracking_uri} is a file on this machine: the workers on the "
+            f"cluster's other {len(nodes) - 1} node(s) cannot write it; run an MLflow server "
+            "(see mlflow/README.md) and point MLFLOW_TRACKING_URI at it"
+        )
+
+
+def _nodes_not_seeing(folder: Path, probe: str | None, nodes: list[dict]) -> list[str]:
+    """The addresses of the nodes on which `folder/probe` does not exist; without `probe`, a
+    marker file written here for the occasion (and removed after)."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = None
+    if probe is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f".pipeline-probe-{uuid.uuid4().hex}"
+        marker.write_text("every node should see this file\n")
+        probe = marker.name
+    target = str(folder / probe)
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.exists(path)
+
+    try:
+        answers = ray.get(
+            [
+                sees.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                ).remote(target)
+                for node in nodes
+            ],
+            timeout=60,
+        )
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    return [
+        node["NodeManagerAddress"] for node, seen in zip(nodes, answers, strict=True) if not seen
+    ]

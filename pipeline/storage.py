@@ -134,6 +134,15 @@ def listing(r: Remote, path: str) -> list[tuple[str, int]]:
     ]
 
 
+def children(r: Remote, path: str) -> set[str]:
+    """The names directly under `path` (files and "folders" alike; none when it is absent)."""
+    import pyarrow.fs as pafs
+
+    with calling(r.uri):
+        infos = r.fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+    return {info.base_name for info in infos}
+
+
 def read_json(r: Remote, path: str) -> dict | None:
     """The JSON object at `path`, or None when there is none."""
     if not exists(r, path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -173,3 +174,35 @@ def test_bad_locations_are_one_line_and_write_nothing(cli, bucket_env, uri, tmp_
     assert not (tmp_path / "cache" / "ingest").exists() or not any(
         (tmp_path / "cache" / "ingest").rglob("*.arrow")
     )
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_train_with_data_and_runs_in_the_bucket(cli, bucket_env, uri, tmp_path, monkeypatch):
+    """`pipeline train` on a local Ray, 2 DDP workers, reading the dataset from the bucket and
+    keeping its Ray run (checkpoints) there: nothing lands in a local runs folder."""
+    import ray
+    from mlflow import MlflowClient
+
+    from pipeline import storage
+
+    require_shared("anime-mlds2018", "extra_data")
+    ingest_anime(uri)
+    runs = f"s3://{BUCKET}/runs-{uri.split('/')[3][-12:]}"
+    monkeypatch.setenv("PIPELINE_RUNS", runs)
+    if ray.is_initialized():  # an earlier test's Ray: its workers lack this server's variables
+        ray.shutdown()
+    small = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+    result = cli(
+        "train", "dcgan", "--data", uri, "--epochs", "1", "--workers", "2", "--batch-size", "32",
+        *small,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    r = storage.remote(runs)
+    stored = [path for path, _ in storage.listing(r, r.at(run.info.run_name))]
+    assert any(p.startswith("checkpoint-") and p.endswith("checkpoint.pt") for p in stored)
+    assert not (tmp_path / "runs").exists()  # the conftest's local PIPELINE_RUNS stays unused
+    ray.shutdown()  # the next test starts a Ray with its own environment

@@ -31,12 +31,29 @@ class TrainResult:
     tracking_uri: str
     status: str
     metrics: dict
-    checkpoint: Path | None
+    checkpoint: str | None  # the last checkpoint's folder: a local path or a URI
+
+
+def runs_root() -> str:
+    """Where Ray Train keeps runs and checkpoints: `$PIPELINE_RUNS` (a local folder, made
+    absolute, or a URI such as s3://bucket/runs) or ./runs."""
+    from pipeline.storage import is_uri
+
+    root = os.environ.get("PIPELINE_RUNS", "runs")
+    return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
 
 
 def runs_dir() -> Path:
-    """Where Ray Train keeps a run's checkpoints: `$PIPELINE_RUNS` or ./runs (absolute)."""
-    return Path(os.environ.get("PIPELINE_RUNS", "runs")).expanduser().resolve()
+    """The runs folder on this machine (sweep state lives there): `$PIPELINE_RUNS` or ./runs."""
+    from pipeline.storage import is_uri
+
+    root = runs_root()
+    if is_uri(root):
+        raise PipelineError(
+            f"PIPELINE_RUNS={root}: sweeps keep their state in a local or shared folder for "
+            "now; point PIPELINE_RUNS at one (a mount every node sees) for `pipeline tune`"
+        )
+    return Path(root)
 
 
 def prepare(config: TrainConfig) -> tuple[Path, dict]:
@@ -133,6 +150,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     precompute_fid_reference(config, dataset_path)
     cluster.start_ray()
     cluster.check_fits(config, cluster.ray_resources())  # before the MLflow run is created
+    cluster.check_locations(str(dataset_path), runs_root(), uri)
     if resume is None:
         tracking.prepare_store(uri)
         wanted = config.run_name or (
@@ -140,7 +158,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         )
         # The MLflow run takes the name of the Ray run folder claimed for it (`wanted`, or
         # `wanted-2` when a run of that name is already there), so the two read the same.
-        config = replace(config, run_name=claim_run_folder(runs_dir(), wanted))
+        config = replace(config, run_name=claim_run_folder(runs_root(), wanted))
         experiment = config.experiment or tracking.default_experiment(
             manifest["name"], config.family
         )
@@ -163,7 +181,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         config = replace(config, run_name=handle.name)
         # The run goes on from its MLflow checkpoint in a fresh folder, `NAME-resume` (then
         # `NAME-resume-2`, ...): Ray would restart from the first fit's folder on its own.
-        folder = claim_run_folder(runs_dir(), f"{handle.name}-resume")
+        folder = claim_run_folder(runs_root(), f"{handle.name}-resume")
         tracking.Tracker(handle).set_tags({"pipeline.ray_run": folder})
         trainer = build_trainer(config, handle, dataset_path, resume=True, folder=folder)
 
@@ -171,7 +189,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     try:
         result = cluster.fit(trainer)
         metrics = dict(result.metrics or {})
-        checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
+        checkpoint = _location(result.checkpoint) if result.checkpoint else None
         if metrics.get("nonfinite"):
             raise PipelineError(
                 f"training stopped at step {metrics.get('step')}: a loss became NaN or "
@@ -195,7 +213,7 @@ def build_trainer(
     dataset_path: Path,
     resume: bool = False,
     callbacks: list | None = None,
-    storage: Path | None = None,
+    storage: str | Path | None = None,
     start_from: Path | None = None,
     folder: str | None = None,
 ):
@@ -212,7 +230,7 @@ def build_trainer(
 
     from pipeline.training.worker import train_loop
 
-    storage = storage or runs_dir()
+    storage = str(storage or runs_root())
     if folder is None:
         folder = claim_run_folder(storage, config.run_name)
         if handle is not None:
@@ -249,23 +267,42 @@ def build_trainer(
     )
 
 
-def claim_run_folder(storage: Path, name: str) -> str:
-    """A fresh Ray run folder under `storage`: `name`, else `name-2`, `name-3`, ...
+def claim_run_folder(storage: str | Path, name: str) -> str:
+    """A fresh Ray run folder under `storage` (a folder or a URI): `name`, else `name-2`, ...
 
     Ray Train resumes from the checkpoints in a run folder that already has them, so every fit
     needs a fresh one: a second run under the same --set run_name, a `--resume` (it restarts
-    from the MLflow checkpoint instead), each PBT segment of a sweep trial. The folder is made
-    here, empty, so two processes cannot claim the same name; Ray starts afresh in it.
+    from the MLflow checkpoint instead), each PBT segment of a sweep trial. A local folder is
+    made here, empty, so two processes cannot claim the same name; in a bucket (no folders,
+    no atomic create) a marker object claims it. Ray starts afresh in either.
     """
-    storage.mkdir(parents=True, exist_ok=True)
+    from pipeline import storage as locations
+
+    if locations.is_uri(storage):
+        r = locations.remote(str(storage))
+        locations.check_bucket(r)
+        taken = locations.children(r, r.path)
+    else:
+        Path(storage).mkdir(parents=True, exist_ok=True)
     for n in range(1, 10_000):
         folder = name if n == 1 else f"{name}-{n}"
+        if locations.is_uri(storage):
+            if folder in taken:
+                continue
+            locations.write_json(r, r.at(folder, ".pipeline-run.json"), {"run": folder})
+            return folder
         try:
-            (storage / folder).mkdir()
+            (Path(storage) / folder).mkdir()
         except FileExistsError:
             continue
         return folder
     raise PipelineError(f"{storage} holds {name}-2 to -9999 already; choose another run name")
+
+
+def _location(checkpoint) -> str:
+    """A Ray checkpoint's folder as a local path or a URI (its `.path` has no scheme)."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
 def _fetch_checkpoint(handle) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError, one_line
@@ -64,9 +63,10 @@ def tune(
     base = from_dict(TrainConfig, plan.base)
     if cluster.is_local():
         cluster.trials_at_once(base, plan.concurrent, cluster.local_resources())
-    precompute_fid_reference(base, Path(plan.dataset_path), say)  # once, not in each trial
+    precompute_fid_reference(base, plan.dataset_path, say)  # once, not in each trial
     cluster.start_ray()
     concurrent = cluster.trials_at_once(base, plan.concurrent, cluster.ray_resources())
+    cluster.check_locations(plan.dataset_path, plan.storage, plan.uri)
     plan = replace(plan, concurrent=concurrent)
 
     # The MLflow parent run: reopened, or created with the space and the plan.

@@ -194,7 +194,7 @@ def check_locations(data: str, runs: str, tracking_uri: str) -> None:
     ):
         if is_uri(location):
             continue
-        blind = _nodes_not_seeing(Path(location), probe, nodes)
+        blind = nodes_not_seeing(Path(location), probe, nodes)
         if blind:
             raise PipelineError(
                 f"{what} {location} is a folder that {len(blind)} of the cluster's "
@@ -209,7 +209,7 @@ def check_locations(data: str, runs: str, tracking_uri: str) -> None:
         )
 
 
-def _nodes_not_seeing(folder: Path, probe: str | None, nodes: list[dict]) -> list[str]:
+def nodes_not_seeing(folder: Path, probe: str | None, nodes: list[dict]) -> list[str]:
     """The addresses of the nodes on which `folder/probe` does not exist; without `probe`, a
     marker file written here for the occasion (and removed after)."""
     import uuid

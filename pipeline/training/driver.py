@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, flatten, to_dict
 from pipeline.errors import PipelineError
+from pipeline.settings import runs_root
 from pipeline.training.config import TrainConfig
 
 
@@ -32,15 +33,6 @@ class TrainResult:
     status: str
     metrics: dict
     checkpoint: str | None  # the last checkpoint's folder: a local path or a URI
-
-
-def runs_root() -> str:
-    """Where Ray Train keeps runs and checkpoints: `$PIPELINE_RUNS` (a local folder, made
-    absolute, or a URI such as s3://bucket/runs) or ./runs."""
-    from pipeline.storage import is_uri
-
-    root = os.environ.get("PIPELINE_RUNS", "runs")
-    return root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())
 
 
 def runs_dir() -> Path:

@@ -85,8 +85,12 @@ def start_ray() -> None:
         raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
 
 
-# The storage and tracking variables every worker needs as the driver has them.
+# The storage and tracking variables every worker needs as the driver has them, and the
+# cluster's own address: with a second Ray instance on a host, a Ray Train process that looks
+# for "the" local instance finds two and dies (its placement-group cleaner, then the CPUs of
+# finished fits are never freed).
 FORWARDED = (
+    "RAY_ADDRESS",
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

@@ -170,7 +170,9 @@ def test_workers_get_the_storage_and_tracking_variables(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
     monkeypatch.setenv("PIPELINE_RUNS", "s3://pipeline/runs")
     monkeypatch.setenv("UNRELATED", "x")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert worker_env() == {
+        "RAY_ADDRESS": "10.0.0.1:6379",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:8333",
         "PIPELINE_RUNS": "s3://pipeline/runs",
     }

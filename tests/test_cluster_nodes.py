@@ -3,10 +3,13 @@ disk): what the other nodes cannot reach is refused in one line before training 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -59,3 +62,65 @@ def test_what_other_nodes_cannot_reach_is_refused(tmp_path):
         assert "run an MLflow server" in last
         assert time.monotonic() - started < 240  # refused before any training
         assert not (shared / "runs").exists() or not any((shared / "runs").iterdir())
+
+        with mlflow_server(shared) as uri:
+            env["MLFLOW_TRACKING_URI"] = uri
+            env["PIPELINE_DATA"] = str(shared / "data")
+            status, said = doctor(env)
+            assert status == 0 and "seen by all 2 nodes" in said, said
+            status, said = doctor({**env, "PIPELINE_RUNS": str(private / "runs")})
+            assert status == 1 and "1 of the cluster's 2 nodes cannot see" in said, said
+
+            # One DDP worker on each node (1 CPU each), data and runs on the shared folder.
+            status, last = pipeline(*train, "--data", shared_data, env=env)
+            assert status == 0, last
+            from mlflow import MlflowClient
+
+            client = MlflowClient(uri)
+            (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            assert run.info.status == "FINISHED" and "loss_d" in run.data.metrics
+            assert list((shared / "runs" / run.info.run_name).glob("checkpoint-*/checkpoint.pt"))
+
+
+def doctor(env: dict) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.cli", "doctor"],
+        env={**env, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+@contextlib.contextmanager
+def mlflow_server(folder):
+    """`mlflow server` on 127.0.0.1 over a sqlite store, artifacts proxied (workers on any
+    node log through it); stopped by its process id."""
+    from tests.ray_cluster import _free_port
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "mlartifacts")],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=3):
+                    break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server not ready in 90 s"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+        server.wait(30)

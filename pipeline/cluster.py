@@ -58,12 +58,18 @@ def start_ray() -> None:
     """Reach the Ray cluster at RAY_ADDRESS, or start a local Ray; once per process."""
     import ray
 
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address.startswith(("http://", "https://")):
+        raise PipelineError(
+            f"RAY_ADDRESS={address} is a dashboard URL; `pipeline` reaches the cluster at its "
+            "GCS address (host:6379, or auto). Keep the URL in RAY_API_SERVER_ADDRESS for "
+            "`ray job submit`"
+        )
     if ray.is_initialized():
         return
     # Ray Train polls worker health every 2 s by default: a short fit spends much of its
     # wind-down waiting for that poll, and 0.5 s took about 6 s off a tiny 2-worker fit.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    address = os.environ.get("RAY_ADDRESS")
     if not address:
         # One machine is never drained by a cluster: Ray Train's preemption watcher would only
         # add an actor process (and its start-up) to every fit, and to every sweep trial.

@@ -176,3 +176,15 @@ def test_workers_get_the_storage_and_tracking_variables(monkeypatch):
         "AWS_ENDPOINT_URL": "http://127.0.0.1:8333",
         "PIPELINE_RUNS": "s3://pipeline/runs",
     }
+
+
+def test_a_dashboard_url_as_ray_address_is_one_line(cli, monkeypatch, tmp_path):
+    from tests.conftest import require_shared
+    from tests.shard_checks import assert_one_line_error
+    from tests.train_fixtures import anime_dataset
+
+    require_shared("anime-mlds2018", "extra_data")
+    data = anime_dataset(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    result = cli("train", "dcgan", "--data", data, "--workers", "1", "--batch-size", "32")
+    assert_one_line_error(result, "RAY_ADDRESS=http://127.0.0.1:8265", "RAY_API_SERVER_ADDRESS")

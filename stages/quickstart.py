@@ -78,7 +78,7 @@ def quickstart(
         console.print(
             f"swept {sweep.name}: {len(sweep.trials)} ACGAN trials, best {best.trial_id} with "
             f"{sweep.metric} {best.best:.4g} (MLflow run {best.run_id}; parent "
-            f"{sweep.parent_run_id}); table and plots in {sweep.folder / 'summary'}"
+            f"{sweep.parent_run_id}); table and plots in {sweep.summary}"
         )
         console.print(
             "next: `pipeline ui` here and open the experiment 'quickstart' (the sweep's trials "

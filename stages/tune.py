@@ -159,7 +159,7 @@ def _print_summary(result) -> None:
         f"{best.best_epoch}), MLflow run {best.run_id}; parent run {result.parent_run_id} in "
         f"{result.tracking_uri}"
     )
-    console.print(f"table and plots: {result.folder / 'summary'} (and on the parent run)")
+    console.print(f"table and plots: {result.summary} (and on the parent run)")
     if result.exported:
         console.print(f"best generator: {result.exported}")
     if result.registered:

@@ -3,16 +3,14 @@ disk): what the other nodes cannot reach is refused in one line before training 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
+from tests.mlflow_server import mlflow_server
 from tests.ray_cluster import TwoNodeRay
 from tests.train_fixtures import anime_dataset
 
@@ -63,7 +61,7 @@ def test_what_other_nodes_cannot_reach_is_refused(tmp_path):
         assert time.monotonic() - started < 240  # refused before any training
         assert not (shared / "runs").exists() or not any((shared / "runs").iterdir())
 
-        with mlflow_server(shared) as uri:
+        with mlflow_server(f"sqlite:///{shared / 'mlflow.db'}", shared / "mlartifacts") as uri:
             env["MLFLOW_TRACKING_URI"] = uri
             env["PIPELINE_DATA"] = str(shared / "data")
             status, said = doctor(env)
@@ -91,36 +89,3 @@ def doctor(env: dict) -> tuple[int, str]:
         timeout=180,
     )
     return done.returncode, " ".join((done.stdout + done.stderr).split())
-
-
-@contextlib.contextmanager
-def mlflow_server(folder):
-    """`mlflow server` on 127.0.0.1 over a sqlite store, artifacts proxied (workers on any
-    node log through it); stopped by its process id."""
-    from tests.ray_cluster import _free_port
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "mlartifacts")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=3):
-                    break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server not ready in 90 s"
-                time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
-        server.wait(30)

@@ -40,6 +40,21 @@ def bucket_env(s3, monkeypatch, tmp_path):
     return s3
 
 
+SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+
+
+@pytest.fixture
+def fresh_ray():
+    """No Ray left from an earlier test (its workers would lack this server's variables);
+    none left after this one either (the next test starts its own)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
 def ingest_anime(out: str, **options):
     from pipeline.data.ingest import IngestOptions, ingest
     from pipeline.data.sources.images import ImageFolderSource
@@ -178,10 +193,11 @@ def test_bad_locations_are_one_line_and_write_nothing(cli, bucket_env, uri, tmp_
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_train_with_data_and_runs_in_the_bucket(cli, bucket_env, uri, tmp_path, monkeypatch):
+def test_train_with_data_and_runs_in_the_bucket(
+    cli, bucket_env, uri, tmp_path, monkeypatch, fresh_ray
+):
     """`pipeline train` on a local Ray, 2 DDP workers, reading the dataset from the bucket and
     keeping its Ray run (checkpoints) there: nothing lands in a local runs folder."""
-    import ray
     from mlflow import MlflowClient
 
     from pipeline import storage
@@ -190,12 +206,9 @@ def test_train_with_data_and_runs_in_the_bucket(cli, bucket_env, uri, tmp_path, 
     ingest_anime(uri)
     runs = f"s3://{BUCKET}/runs-{uri.split('/')[3][-12:]}"
     monkeypatch.setenv("PIPELINE_RUNS", runs)
-    if ray.is_initialized():  # an earlier test's Ray: its workers lack this server's variables
-        ray.shutdown()
-    small = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
     result = cli(
         "train", "dcgan", "--data", uri, "--epochs", "1", "--workers", "2", "--batch-size", "32",
-        *small,
+        *SMALL,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
@@ -205,4 +218,50 @@ def test_train_with_data_and_runs_in_the_bucket(cli, bucket_env, uri, tmp_path, 
     stored = [path for path, _ in storage.listing(r, r.at(run.info.run_name))]
     assert any(p.startswith("checkpoint-") and p.endswith("checkpoint.pt") for p in stored)
     assert not (tmp_path / "runs").exists()  # the conftest's local PIPELINE_RUNS stays unused
-    ray.shutdown()  # the next test starts a Ray with its own environment
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_a_pbt_sweep_keeps_its_state_in_the_bucket(
+    cli, bucket_env, uri, tmp_path, monkeypatch, fresh_ray
+):
+    """A 2-trial synchronous PBT sweep with data, Tune state and Train checkpoints in the
+    bucket: the exploiting trial starts from the donor's checkpoint there, and the best
+    generator is exported from it."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from pipeline import storage
+
+    require_shared("anime-mlds2018", "extra_data")
+    ingest_anime(uri)
+    runs = f"s3://{BUCKET}/runs-pbt"
+    monkeypatch.setenv("PIPELINE_RUNS", runs)
+    space = tmp_path / "pbt.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "metric": "loss_d",
+                "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5, "synch": True,
+                        "mutate": ["optim.lr_g"]},
+                "search": {"optim.lr_g": {"loguniform": [1e-4, 1e-3]}},
+            }
+        )
+    )  # fmt: skip
+    exported = tmp_path / "best"
+    result = cli(
+        "tune", "acgan", "--data", uri, "--space", space, "--scheduler", "pbt", "--samples", "2",
+        "--max-epochs", "2", "--workers-per-trial", "1", "--name", "pbt", "--export-best",
+        exported, *SMALL,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "PBT took over trial" in result.stdout
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs_found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs_found) == 3 and all(r.info.status == "FINISHED" for r in runs_found)
+    r = storage.remote(runs)
+    stored = [path for path, _ in storage.listing(r, r.at("sweeps", "pbt"))]
+    assert "sweep.json" in stored
+    assert any(p.startswith("train/") and p.endswith("checkpoint.pt") for p in stored)
+    assert (exported / "generator.pt").is_file()
+    assert not (tmp_path / "runs").exists()

@@ -22,6 +22,7 @@ from pipeline import tracking
 from pipeline.errors import PipelineError
 from pipeline.tracking import RunHandle, Tracker
 from pipeline.tracking import tracker as tracker_module
+from tests.mlflow_server import mlflow_server
 
 
 @pytest.fixture(scope="session")
@@ -393,27 +394,7 @@ def test_real_server_and_the_ui_over_a_local_store(store, tmp_path, monkeypatch)
     Tracker(direct).log_image(grid_image(), "samples/epoch-001.png")
     Tracker(direct).finish()
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-         "--artifacts-destination", str(tmp_path / "mlartifacts"),
-         "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                tracking.prepare_store(uri)
-                break
-            except PipelineError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server not ready in 90 s"
-                time.sleep(0.5)
-
+    with mlflow_server(store, tmp_path / "mlartifacts") as uri:
         # What the UI reads for the run logged straight into sqlite.
         url = f"{uri}/get-artifact?path=samples/epoch-001.png&run_uuid={direct.run_id}"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -437,6 +418,3 @@ def test_real_server_and_the_ui_over_a_local_store(store, tmp_path, monkeypatch)
         assert len(stored) == 1 and handle.run_id in str(stored[0])
         with pytest.raises(PipelineError, match=f"no MLflow run {'f' * 32} in {uri}"):
             tracking.find_run(uri, "f" * 32)
-    finally:
-        server.terminate()  # SIGTERM stops the server and its workers
-        server.wait(30)

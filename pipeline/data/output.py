@@ -30,35 +30,47 @@ def claim_output(out: Path, key: str, overwrite: bool) -> dict | None:
         return None
     if not out.is_dir():
         raise PipelineError(f"output {out} exists and is not a folder; choose another --out")
+    manifest = None
     if manifest_path.exists():
         try:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    found = _claim(str(out), key, overwrite, manifest, state, any(out.iterdir()))
+    if found == "replace":
+        remove_dataset(out)
+        return None
+    return found
+
+
+def _claim(where: str, key: str, overwrite: bool, manifest, state, nonempty: bool):
+    """What an output holding `manifest` / `state` (None: absent) means for an ingest of
+    `key`: the manifest (done), None (write or finish it), "replace" (with --overwrite), or a
+    PipelineError (another dataset, or files that are not ours)."""
+    if manifest is not None:
         if manifest.get("ingest_key") == key and not overwrite:
             return manifest
         if not overwrite:
             raise PipelineError(
-                f"{out} already holds dataset {manifest.get('name', '?')!r} made from another "
+                f"{where} already holds dataset {manifest.get('name', '?')!r} made from another "
                 "source or with other options; pass --overwrite to replace it, or choose another "
                 "--out"
             )
-    elif state_path.exists():
-        state = json.loads(state_path.read_text())
+        return "replace"
+    if state is not None:
         if state.get("ingest_key") == key and not overwrite:
             return None  # resume the interrupted ingest
         if not overwrite:
             raise PipelineError(
-                f"{out} holds an unfinished ingest of {state.get('name', '?')!r} with other "
+                f"{where} holds an unfinished ingest of {state.get('name', '?')!r} with other "
                 "options; rerun that ingest to finish it, pass --overwrite, or choose another --out"
             )
-    elif any(out.iterdir()):
+        return "replace"
+    if nonempty:
         raise PipelineError(
-            f"{out} is not empty and is not a pipeline dataset; choose an empty or new --out"
+            f"{where} is not empty and is not a pipeline dataset; choose an empty or new --out"
         )
-    else:
-        return None
-    remove_dataset(out)
     return None
 
 
@@ -98,31 +110,12 @@ def claim_remote(r, key: str, overwrite: bool) -> dict | None:
 
     manifest = storage.read_json(r, r.at(shards.MANIFEST))
     state = storage.read_json(r, r.at(STATE))
-    if manifest is not None:
-        if manifest.get("ingest_key") == key and not overwrite:
-            return manifest
-        if not overwrite:
-            raise PipelineError(
-                f"{r.uri} already holds dataset {manifest.get('name', '?')!r} made from another "
-                "source or with other options; pass --overwrite to replace it, or choose another "
-                "--out"
-            )
-    elif state is not None:
-        if state.get("ingest_key") == key and not overwrite:
-            return None  # finish the interrupted upload
-        if not overwrite:
-            raise PipelineError(
-                f"{r.uri} holds an unfinished ingest of {state.get('name', '?')!r} with other "
-                "options; rerun that ingest to finish it, pass --overwrite, or choose another --out"
-            )
-    elif storage.listing(r, r.path):
-        raise PipelineError(
-            f"{r.uri} is not empty and is not a pipeline dataset; choose an empty or new --out"
-        )
-    else:
+    nonempty = bool(storage.listing(r, r.path))
+    found = _claim(r.uri, key, overwrite, manifest, state, nonempty)
+    if found == "replace":
+        remove_remote_dataset(r)
         return None
-    remove_remote_dataset(r)
-    return None
+    return found
 
 
 def remove_remote_dataset(r) -> None:

@@ -81,6 +81,29 @@ def restore_rng(state: dict) -> None:
         random.setstate((3, tuple(rng["python"]), None))
 
 
+def local_folder(location: str | Path) -> Path | None:
+    """A checkpoint folder (holding FILE) on this machine: a local one as it is, one at a URI
+    (a run or sweep in a bucket) downloaded once into the cache; None when there is none."""
+    from pipeline import storage
+
+    if not storage.is_uri(location):
+        folder = Path(location)
+        return folder if (folder / FILE).is_file() or folder.is_file() else None
+    r = storage.remote(str(location))
+    if not storage.exists(r, r.at(FILE)):
+        return None
+    folder = storage.cache_dir() / "checkpoints" / storage.slug(r.uri)
+    if not (folder / FILE).is_file():
+        storage.download(r, r.at(FILE), folder / FILE)
+    return folder
+
+
+def location_of(checkpoint) -> str:
+    """A Ray checkpoint's folder as a local path or a URI (its `.path` has no scheme)."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
+
+
 def config_from_checkpoint(state: dict):
     """The TrainConfig a checkpoint was written with."""
     from pipeline.config import from_dict

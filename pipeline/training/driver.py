@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.config import ConfigError, flatten, to_dict
 from pipeline.errors import PipelineError
 from pipeline.settings import runs_root
+from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
 
 
@@ -33,19 +34,6 @@ class TrainResult:
     status: str
     metrics: dict
     checkpoint: str | None  # the last checkpoint's folder: a local path or a URI
-
-
-def runs_dir() -> Path:
-    """The runs folder on this machine (sweep state lives there): `$PIPELINE_RUNS` or ./runs."""
-    from pipeline.storage import is_uri
-
-    root = runs_root()
-    if is_uri(root):
-        raise PipelineError(
-            f"PIPELINE_RUNS={root}: sweeps keep their state in a local or shared folder for "
-            "now; point PIPELINE_RUNS at one (a mount every node sees) for `pipeline tune`"
-        )
-    return Path(root)
 
 
 def prepare(config: TrainConfig) -> tuple[Path, dict]:
@@ -181,7 +169,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     try:
         result = cluster.fit(trainer)
         metrics = dict(result.metrics or {})
-        checkpoint = _location(result.checkpoint) if result.checkpoint else None
+        checkpoint = ckpt.location_of(result.checkpoint) if result.checkpoint else None
         if metrics.get("nonfinite"):
             raise PipelineError(
                 f"training stopped at step {metrics.get('step')}: a loss became NaN or "
@@ -289,12 +277,6 @@ def claim_run_folder(storage: str | Path, name: str) -> str:
             continue
         return folder
     raise PipelineError(f"{storage} holds {name}-2 to -9999 already; choose another run name")
-
-
-def _location(checkpoint) -> str:
-    """A Ray checkpoint's folder as a local path or a URI (its `.path` has no scheme)."""
-    kind = checkpoint.filesystem.type_name
-    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
 def _fetch_checkpoint(handle) -> Path:

@@ -149,6 +149,12 @@ def run_worker(
     task.fixed_samples(*grid_shape(label_plan, config.samples))
     fid_evaluator = _fid_evaluator(config, dataset_path, setup.device, rank)
 
+    # What every checkpoint says of the run, beside the task's state and the position.
+    about_run = {
+        "config": to_dict(config),
+        "labels": label_plan.to_dict() if label_plan else None,
+        "image": {"size": shape.image_size, "channels": shape.channels},
+    }
     meter = Meter()
     last: dict = {}
     steps_per_epoch = len(loader)
@@ -208,16 +214,8 @@ def run_worker(
                     metrics.update(
                         fid_evaluator.evaluate(task.generate)
                     )  # every rank embeds its share
-                _report(
-                    ctx,
-                    task,
-                    config=config,
-                    shape=shape,
-                    position=position,
-                    metrics=metrics,
-                    fid_evaluator=fid_evaluator,
-                    on_report=on_report,
-                )
+                about = {**about_run, **position.state()}
+                _report(ctx, task, about, metrics, fid_evaluator, on_report)
                 last = metrics
                 tick, tick_images = time.perf_counter(), 0
                 if not finite:
@@ -251,16 +249,14 @@ def _fid_due(config: TrainConfig, position: Position) -> bool:
 def _report(
     ctx: WorkerContext,
     task: Task,
-    *,
-    config: TrainConfig,
-    shape: DataShape,
-    position: Position,
+    about: dict,
     metrics: dict[str, float],
     fid_evaluator,
     on_report: Callable[[Report], None] | None,
 ) -> None:
-    """Rank 0 writes the checkpoint and the grid and calls `on_report`; every rank reports
-    to its context (Ray Train waits for all of them)."""
+    """Rank 0 writes the checkpoint (`about` the run and its position, then the task's
+    state) and the grid and calls `on_report`; every rank reports to its context (Ray Train
+    waits for all of them)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = None
         if ctx.rank == 0:
@@ -268,13 +264,7 @@ def _report(
             # the checkpoint keeps them as they are after it.
             grid, row_names = task.sample_grid()
             folder = Path(tmp)
-            state = {
-                "config": to_dict(config),
-                "labels": shape.label_plan.to_dict() if shape.label_plan else None,
-                "image": {"size": shape.image_size, "channels": shape.channels},
-                **task.state_dict(),
-                **position.state(),
-            }
+            state = {**about, **task.state_dict()}
             ckpt.save(folder / ckpt.FILE, state)
             if on_report is not None:
                 protocol = fid_evaluator.protocol if fid_evaluator is not None else None

@@ -95,7 +95,9 @@ class RayContext:
         if found is not None:
             return Path(found.to_directory())
         if self.start_from:  # a PBT segment: the checkpoint Tune handed its trial
-            return Path(self.start_from)
+            from pipeline.training import checkpoint as ckpt
+
+            return ckpt.local_folder(self.start_from)
         if self.resume:  # --resume: the run's last checkpoint, from MLflow (any machine)
             from pipeline import tracking
 

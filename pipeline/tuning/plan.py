@@ -90,8 +90,11 @@ class SweepPlan:
         return cls(**data)
 
     @property
-    def folder(self) -> Path:
-        return Path(self.storage) / self.name
+    def folder(self) -> str:
+        """The sweep's Tune state: a folder, or a URI when PIPELINE_RUNS is one."""
+        from pipeline.storage import join
+
+        return join(self.storage, self.name)
 
     @property
     def parent_run_id(self) -> str:
@@ -133,10 +136,12 @@ def default_space(model: str) -> Path:
     return Path(__file__).resolve().parents[2] / "tune_spaces" / f"{model}.yaml"
 
 
-def sweeps_dir() -> Path:
-    from pipeline.training.driver import runs_dir
+def sweeps_dir() -> str:
+    """Where sweeps keep their state: <runs>/sweeps, a folder or a URI."""
+    from pipeline.settings import runs_root
+    from pipeline.storage import join
 
-    return runs_dir() / "sweeps"
+    return join(runs_root(), "sweeps")
 
 
 def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple[SweepPlan, Space]:
@@ -259,19 +264,44 @@ def load_plan(name: str | None) -> SweepPlan:
         raise ConfigError("--resume needs --name SWEEP (the sweep to continue)")
     if not re.fullmatch(NAME, name):
         raise ConfigError(f"--name {name!r} is not a sweep name (letters, digits, '-', '_', '.')")
-    folder = sweeps_dir() / name
-    file = folder / PLAN_FILE
-    if not file.is_file():
-        known = sorted(p.parent.name for p in sweeps_dir().glob(f"*/{PLAN_FILE}"))
+    from pipeline import storage
+
+    root = sweeps_dir()
+    data = plan_at(storage.join(root, name))
+    if data is None:
+        if storage.is_uri(root):
+            r = storage.remote(root)
+            known = sorted(storage.children(r, r.path))
+        else:
+            known = sorted(p.parent.name for p in Path(root).glob(f"*/{PLAN_FILE}"))
         listed = f"; sweeps there: {', '.join(known)}" if known else ""
-        raise PipelineError(f"no sweep named {name} in {sweeps_dir()}{listed}")
-    return SweepPlan.from_dict(json.loads(file.read_text()))
+        raise PipelineError(f"no sweep named {name} in {root}{listed}")
+    return SweepPlan.from_dict(data)
+
+
+def plan_at(folder: str) -> dict | None:
+    """The saved plan (sweep.json) of the sweep at `folder`, or None."""
+    from pipeline import storage
+
+    if storage.is_uri(folder):
+        r = storage.remote(folder)
+        return storage.read_json(r, r.at(PLAN_FILE))
+    file = Path(folder) / PLAN_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def write_plan(plan: SweepPlan) -> None:
-    """sweep.json in the sweep's folder, written whole (renamed into place)."""
-    plan.folder.mkdir(parents=True, exist_ok=True)
-    file = plan.folder / PLAN_FILE
+    """sweep.json in the sweep's folder, written whole (renamed into place; one PUT in a
+    bucket)."""
+    from pipeline import storage
+
+    if storage.is_uri(plan.folder):
+        r = storage.remote(plan.folder)
+        storage.write_json(r, r.at(PLAN_FILE), plan.to_dict())
+        return
+    folder = Path(plan.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / PLAN_FILE
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text(json.dumps(plan.to_dict(), indent=2))
     os.replace(tmp, file)

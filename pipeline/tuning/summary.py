@@ -53,7 +53,8 @@ class SweepResult:
     trials: list[TrialRow]
     best: TrialRow | None
     files: list[Path]
-    folder: Path
+    folder: str  # the sweep's Tune state: a folder, or a URI
+    summary: Path  # the table and plots on this machine (also on the parent run)
     exported: Path | None = None
     registered: str | None = None  # "NAME version N"
 
@@ -130,7 +131,7 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
                 if value is not None and not math.isnan(value):
                     epoch = int(record["epoch"])
                     curve.append((epoch, float(value)))
-                    checkpoints[epoch] = record.get("checkpoint_path")
+                    checkpoints[epoch] = _location(plan, record.get("checkpoint_path"))
         best = None
         if curve:
             pick = min if plan.mode == "min" else max
@@ -170,13 +171,14 @@ def finish_interrupted(plan: SweepPlan, rows: list[TrialRow]) -> None:
 def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult:
     """Rank the trials; write the table and plots to the parent run; tag the best."""
     from pipeline import tracking
+    from pipeline.training import checkpoint as ckpt
 
     ranked = sorted(
         (row for row in rows if row.best is not None),
         key=lambda row: row.best if plan.mode == "min" else -row.best,
     )
     best = ranked[0] if ranked else None
-    out = plan.folder / "summary"
+    out = _summary_folder(plan)
     out.mkdir(parents=True, exist_ok=True)
     files = [write_csv(out / "trials.csv", rows, plan.metric)]
     files += write_plots(out / "plots", rows, plan.metric, plan.space)
@@ -185,9 +187,10 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
     tracker.log_artifact(files[0])
     tracker.log_artifact(out / "plots", "plots")
     for row in rows:  # each trial's best checkpoint, in its own child run
-        if row.run_id and row.checkpoint and Path(row.checkpoint).exists():
+        folder = ckpt.local_folder(row.checkpoint) if row.run_id and row.checkpoint else None
+        if folder is not None:
             child = tracking.Tracker(tracking.find_run(plan.uri, row.run_id))
-            child.log_artifact(Path(row.checkpoint) / "checkpoint.pt", "best")
+            child.log_artifact(folder / ckpt.FILE, "best")
             child.set_tags({"pipeline.best_epoch": row.best_epoch})
     if best is not None:
         tracker.set_tags({
@@ -211,7 +214,28 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
         best=best,
         files=files,
         folder=plan.folder,
+        summary=out,
     )
+
+
+def _location(plan: SweepPlan, path: str | None) -> str | None:
+    """A reported checkpoint path as a location: Ray reports the path inside the storage's
+    filesystem, without the scheme of a bucket."""
+    from pipeline.storage import is_uri
+
+    if not path or is_uri(path) or not is_uri(plan.storage):
+        return path
+    return f"{plan.storage.split('://', 1)[0]}://{path}"
+
+
+def _summary_folder(plan: SweepPlan) -> Path:
+    """Where the table and plots are written before they go to the parent run: the sweep's
+    folder, or for a sweep in a bucket a folder of this machine's cache."""
+    from pipeline import storage
+
+    if storage.is_uri(plan.folder):
+        return storage.cache_dir() / "sweeps" / storage.slug(plan.folder) / "summary"
+    return Path(plan.folder) / "summary"
 
 
 def export_best(plan: SweepPlan, result: SweepResult, folder: str | None, name: str | None) -> None:
@@ -224,7 +248,7 @@ def export_best(plan: SweepPlan, result: SweepResult, folder: str | None, name: 
     best = result.best
     if best is None or not best.checkpoint:
         raise PipelineError(f"sweep {plan.name}: the best trial left no checkpoint to export")
-    state = ckpt.load(Path(best.checkpoint))
+    state = ckpt.load(ckpt.local_folder(best.checkpoint) or best.checkpoint)
     if folder:
         result.exported = ckpt.save_generator(
             state, Path(folder).expanduser() / ckpt.GENERATOR_FILE

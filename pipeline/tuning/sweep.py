@@ -25,6 +25,7 @@ from pipeline.tuning.plan import (
     SweepConfig,
     check_resume_options,
     load_plan,
+    plan_at,
     plan_sweep,
     write_plan,
 )
@@ -53,7 +54,7 @@ def tune(
         plan, space = load_plan(config.name), None  # the Tuner keeps the space itself
     else:
         plan, space = plan_sweep(config, say)
-        if plan.folder.exists():
+        if plan_at(plan.folder) is not None:
             raise PipelineError(
                 f"sweep {plan.name} already exists in {plan.storage}: continue it with "
                 f"`pipeline tune --resume --name {plan.name}`, or choose another --name"

@@ -40,7 +40,7 @@ def run_trial(params: dict, plan: SweepPlan) -> None:
     start_from, donor = None, None
     if given is not None:
         pointer = json.loads((Path(given.to_directory()) / POINTER).read_text())
-        start_from, donor = Path(pointer["path"]), pointer["trial_id"]
+        start_from, donor = pointer["path"], pointer["trial_id"]
         if donor != trial_id:
             tracking.Tracker(handle).set_tags({"pipeline.pbt.exploited": donor})
             print(f"trial {trial_id}: PBT took over trial {donor}'s weights at epoch "
@@ -99,7 +99,7 @@ def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from,
         start_from = tracking.download_artifact(handle, "checkpoints/checkpoint.pt")
     epoch, images_seen = 0, 0
     if start_from is not None:
-        state = ckpt.load(start_from)
+        state = ckpt.load(ckpt.local_folder(start_from) or start_from)
         epoch, images_seen = state["epoch"], state["images_seen"]
     if epoch >= config.epochs:
         # Restarted with nothing left to train (a resumed sweep whose trial had ended): say
@@ -119,7 +119,7 @@ def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from,
         metrics = dict(result.metrics or {})
         if metrics.get("nonfinite"):
             raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
-        start_from = Path(result.checkpoint.path)
+        start_from = ckpt.location_of(result.checkpoint)
         epoch, images_seen = int(metrics["epoch"]), int(metrics["images_seen"])
         with tempfile.TemporaryDirectory() as folder:
             pointer = {"path": str(start_from), "trial_id": trial_id, "epoch": epoch}
@@ -130,7 +130,8 @@ def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from,
             )
 
 
-def _trainer(plan: SweepPlan, config, handle, resume: bool = False, start_from: Path | None = None):
+def _trainer(plan: SweepPlan, config, handle, resume: bool = False, start_from=None):
+    from pipeline.storage import join
     from pipeline.training.driver import build_trainer
 
     callbacks = None
@@ -141,10 +142,10 @@ def _trainer(plan: SweepPlan, config, handle, resume: bool = False, start_from: 
     return build_trainer(
         config,
         handle,
-        Path(plan.dataset_path),
+        plan.dataset_path,
         resume=resume,
         callbacks=callbacks,
-        storage=Path(plan.storage) / plan.name / "train",
+        storage=join(plan.storage, plan.name, "train"),
         start_from=start_from,
     )
 

@@ -54,10 +54,9 @@ def ray_resources() -> Resources:
     return Resources(have.get("CPU", 0), have.get("GPU", 0), "the Ray cluster")
 
 
-def start_ray() -> None:
-    """Reach the Ray cluster at RAY_ADDRESS, or start a local Ray; once per process."""
-    import ray
-
+def ray_address() -> str | None:
+    """RAY_ADDRESS, the cluster's GCS address (None: a local Ray); a dashboard URL there is
+    refused with what to do instead."""
     address = os.environ.get("RAY_ADDRESS")
     if address and address.startswith(("http://", "https://")):
         raise PipelineError(
@@ -65,6 +64,14 @@ def start_ray() -> None:
             "GCS address (host:6379, or auto). Keep the URL in RAY_API_SERVER_ADDRESS for "
             "`ray job submit`"
         )
+    return address
+
+
+def start_ray() -> None:
+    """Reach the Ray cluster at RAY_ADDRESS, or start a local Ray; once per process."""
+    import ray
+
+    address = ray_address()
     if ray.is_initialized():
         return
     # Ray Train polls worker health every 2 s by default: a short fit spends much of its
@@ -187,33 +194,46 @@ def root_cause(exc: BaseException) -> str:
 
 def check_locations(data: str, runs: str, tracking_uri: str) -> None:
     """On a Ray cluster of more than one node, refuse (before training starts) what the
-    other nodes cannot reach: a file or sqlite MLflow store, and a runs or data location that
-    is a folder some node does not see (each node probed, as Ray probes its storage with a
-    marker file). URIs are every node's by construction; one machine needs no check."""
-    import ray
-
-    from pipeline.storage import is_uri
-    from pipeline.tracking.store import uri_scheme
-
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    other nodes cannot reach: a runs or data location that is a folder some node does not
+    see, and a file or sqlite MLflow store. One machine needs no check."""
+    nodes = alive_nodes()
     if len(nodes) < 2:
         return
-    for what, location, probe in (
-        ("PIPELINE_RUNS", runs, None),
-        ("the dataset", data, "manifest.json"),
-    ):
-        if is_uri(location):
-            continue
-        blind = nodes_not_seeing(Path(location), probe, nodes)
-        if blind:
-            raise PipelineError(
-                f"{what} {location} is a folder that {len(blind)} of the cluster's "
-                f"{len(nodes)} nodes cannot see ({', '.join(blind)}); use a URI such as "
-                "s3://bucket/prefix, or a mount every node has"
-            )
-    if uri_scheme(tracking_uri) in ("sqlite", "file", ""):
+    check_seen("PIPELINE_RUNS", runs, nodes)
+    check_seen("the dataset", data, nodes, probe="manifest.json")
+    check_tracking(tracking_uri, nodes)
+
+
+def alive_nodes() -> list[dict]:
+    """The live nodes of the Ray cluster (`start_ray` first)."""
+    import ray
+
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def check_seen(what: str, location: str, nodes: list[dict], probe: str | None = None) -> None:
+    """Refuse a folder that some of `nodes` cannot see (each node probed, as Ray probes its
+    storage with a marker file); URIs are every node's by construction."""
+    from pipeline.storage import is_uri
+
+    if len(nodes) < 2 or is_uri(location):
+        return
+    blind = nodes_not_seeing(Path(location), probe, nodes)
+    if blind:
         raise PipelineError(
-            f"MLFLOW_TRACKING_URI={tracking_uri} is a file on this machine: the workers on the "
+            f"{what} {location} is a folder that {len(blind)} of the cluster's "
+            f"{len(nodes)} nodes cannot see ({', '.join(blind)}); use a URI such as "
+            "s3://bucket/prefix, or a mount every node has"
+        )
+
+
+def check_tracking(uri: str, nodes: list[dict]) -> None:
+    """Refuse an MLflow store in a file of this machine when other nodes log to it."""
+    from pipeline.tracking.store import uri_scheme
+
+    if len(nodes) > 1 and uri_scheme(uri) in ("sqlite", "file", ""):
+        raise PipelineError(
+            f"MLFLOW_TRACKING_URI={uri} is a file on this machine: the workers on the "
             f"cluster's other {len(nodes) - 1} node(s) cannot write it; run an MLflow server "
             "(see mlflow/README.md) and point MLFLOW_TRACKING_URI at it"
         )

@@ -54,7 +54,7 @@ def check_ray(context: dict) -> list[Finding]:
 
     from pipeline import cluster
 
-    address = os.environ.get("RAY_ADDRESS")
+    address = cluster.ray_address()
     if not address:
         return [
             Finding(
@@ -64,20 +64,10 @@ def check_ray(context: dict) -> list[Finding]:
                 f"machine ({os.cpu_count()} CPUs)",
             )
         ]
-    if address.startswith(("http://", "https://")):
-        return [
-            Finding(
-                "ray",
-                "fail",
-                f"RAY_ADDRESS={address} is a dashboard URL; ray.init wants the GCS address "
-                "(host:6379, or auto). Put the URL in RAY_API_SERVER_ADDRESS for `ray job "
-                "submit`",
-            )
-        ]
     if not context["connect_ray"]:
         return [Finding("ray", "warn", f"RAY_ADDRESS={address}: not reached (--no-ray)")]
     cluster.start_ray()
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    nodes = cluster.alive_nodes()
     have = cluster.ray_resources()
     context["nodes"] = nodes
     return [
@@ -103,7 +93,7 @@ def check_locations(context: dict) -> list[Finding]:
         try:
             detail = _writable(location)
             if name != "PIPELINE_CACHE" and not storage.is_uri(location):
-                detail += _seen_by_every_node(Path(location), context.get("nodes", []))
+                detail += _seen_by_every_node(name, location, context.get("nodes", []))
             findings.append(Finding(name, "ok", f"{location}: {detail}"))
         except PipelineError as error:
             findings.append(Finding(name, "fail", str(error)))
@@ -114,19 +104,11 @@ def check_mlflow(context: dict) -> list[Finding]:
     import mlflow
 
     from pipeline import tracking
+    from pipeline.cluster import check_tracking
     from pipeline.tracking.store import sqlite_path, uri_scheme
 
     uri = tracking.tracking_uri()
-    nodes = context.get("nodes", [])
-    if len(nodes) > 1 and uri_scheme(uri) in ("sqlite", "file", ""):
-        return [
-            Finding(
-                "mlflow",
-                "fail",
-                f"{uri} is a file on this machine: the workers on the cluster's other nodes "
-                "cannot write it; run an MLflow server and point MLFLOW_TRACKING_URI at it",
-            )
-        ]
+    check_tracking(uri, context.get("nodes", []))
     path, _ = sqlite_path(uri) if uri_scheme(uri) == "sqlite" else (None, "")
     if path is not None and not path.exists():
         detail = f"{uri}: not there yet (the first run creates it); client {mlflow.__version__}"
@@ -187,15 +169,10 @@ def _writable(location: str) -> str:
     return "readable and writable"
 
 
-def _seen_by_every_node(folder: Path, nodes: list[dict]) -> str:
+def _seen_by_every_node(what: str, location: str, nodes: list[dict]) -> str:
+    from pipeline.cluster import check_seen
+
     if len(nodes) < 2:
         return ""
-    from pipeline.cluster import nodes_not_seeing
-
-    blind = nodes_not_seeing(folder, None, nodes)
-    if blind:
-        raise PipelineError(
-            f"{folder} is a folder that {len(blind)} of the cluster's {len(nodes)} nodes cannot "
-            f"see ({', '.join(blind)}); use a URI such as s3://bucket/prefix, or a shared mount"
-        )
+    check_seen(what, location, nodes)
     return f", seen by all {len(nodes)} nodes"

@@ -173,26 +173,6 @@ def delete(r: Remote, path: str) -> None:
         r.fs.delete_file(path)
 
 
-def download_verified(r: Remote, path: str, target: Path, sha256: str) -> None:
-    """Copy `path` to `target` (via a working name), refusing bytes that are not `sha256`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    digest = hashlib.sha256()
-    try:
-        with calling(r.uri), r.fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
-            while block := src.read(CHUNK):
-                digest.update(block)
-                dst.write(block)
-        if digest.hexdigest() != sha256:
-            raise PipelineError(
-                f"{r.uri}/{path.removeprefix(r.path + '/')} does not match its sha256 in the "
-                "manifest (a damaged or replaced upload?); re-run the ingest to that location"
-            )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between the processes of this node (the workers staging one dataset)."""
@@ -207,14 +187,25 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def download(r: Remote, path: str, target: Path) -> None:
-    """Copy `path` to `target` via a working name."""
+def download(r: Remote, path: str, target: Path, sha256: str | None = None) -> None:
+    """Copy `path` to `target` via a working name (never a partial `target`); with `sha256`,
+    bytes that do not hash to it are refused."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    with calling(r.uri), r.fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
-        while block := src.read(CHUNK):
-            dst.write(block)
-    os.replace(tmp, target)
+    digest = hashlib.sha256()
+    try:
+        with calling(r.uri), r.fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+            while block := src.read(CHUNK):
+                digest.update(block)
+                dst.write(block)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise PipelineError(
+                f"{r.uri}/{path.removeprefix(r.path + '/')} does not match its sha256 in the "
+                "manifest (a damaged or replaced upload?); re-run the ingest to that location"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def slug(uri: str) -> str:

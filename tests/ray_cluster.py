@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,17 +19,13 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.browser import free_port
 
 
 class TwoNodeRay:
     def __init__(self, folder: Path, private: list[Path]):
         self.folder, self.private = folder, private
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen] = []
         # Ray's socket paths must stay short: its temp dirs go under /tmp, not pytest's.
@@ -56,8 +51,8 @@ class TwoNodeRay:
             [
                 ray, "start", "--head", "--block", f"--port={self.port}", "--num-cpus=1",
                 f"--temp-dir={self.temp / 'head'}", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
-                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
                 f"--min-worker-port={base}", f"--max-worker-port={base + 999}",
             ],
             "head.log",
@@ -67,7 +62,7 @@ class TwoNodeRay:
         worker = [
             ray, "start", "--block", f"--address={self.address}", "--num-cpus=1",
             f"--temp-dir={self.temp / 'worker'}",
-            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
             f"--min-worker-port={base + 1000}", f"--max-worker-port={base + 1999}",
         ]  # fmt: skip
         for path in self.private:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import free_port
+
 KEY, SECRET, BUCKET = "pipeline-test", "pipeline-test-secret", "pipeline"
 
 
@@ -26,9 +28,7 @@ def _free_ports(count: int) -> list[int]:
     """Ports free on loopback whose +10000 (SeaweedFS's gRPC port) is free as well."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         if port + 10000 > 65535 or port in ports:
             continue
         with socket.socket() as grpc:

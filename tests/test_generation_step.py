@@ -233,13 +233,11 @@ def _sync_bn_rank(rank: int, world: int, port: int, x: torch.Tensor, out) -> Non
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_sync_batch_norm_statistics_span_the_ranks():
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as probe:  # a free port on loopback for the process group
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.browser import free_port
+
+    port = free_port()  # for the process group, on loopback
     x = torch.randn(8, 3, 4, 4) * 3 + 1
     manager = mp.Manager()
     out = manager.dict()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pipeline import tracking
 from pipeline.errors import PipelineError
 from pipeline.tracking import RunHandle, Tracker
 from pipeline.tracking import tracker as tracker_module
+from tests.browser import free_port
 from tests.mlflow_server import mlflow_server
 
 
@@ -53,12 +53,6 @@ def client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(uri)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def grid_image(color: str = "red"):

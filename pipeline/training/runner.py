@@ -114,8 +114,8 @@ def run_worker(
     setup = Setup.for_worker(config, ctx)
 
     # Load the training set: this rank's slice, reshuffled every epoch (a dataset at a URI
-    # from this node's copy).
-    dataset_path = str(local_copy(dataset_path))
+    # from this node's copy; the worker that makes it says so).
+    dataset_path = str(local_copy(dataset_path, say=lambda line: print(line, flush=True)))
     dataset = ShardDataset(dataset_path, config.data.split)
     label_plan = None
     if config.conditional:

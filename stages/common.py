@@ -128,7 +128,6 @@ class IngestArgs:
         from pipeline.data.ingest import IngestOptions
 
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(IngestOptions)}
-        values["out"] = str(values["out"]) if values["out"] is not None else None
         return from_dict(IngestOptions, values)
 
 

@@ -92,10 +92,46 @@ def start_ray() -> None:
                 logging_level=logging.ERROR,
             )
         else:
-            # The dashboard stays on: Ray Train's placement-group cleaner needs its state API.
-            ray.init(log_to_driver=True, logging_level=logging.ERROR)
+            start_own_ray()
     except (ConnectionError, RuntimeError) as exc:
         raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
+
+
+def start_own_ray() -> None:
+    """Start a local Ray whose every process knows this instance's address.
+
+    Ray Train's placement-group cleaner (an actor) asks Ray's state API with no address; with a
+    second Ray instance on the host (a `ray start` cluster, another `pipeline` command) it
+    finds two, dies with "Found multiple active Ray instances", and the CPUs of finished and
+    ASHA-stopped fits are never freed: the next fit waits for ever. So the GCS port is chosen
+    here and RAY_ADDRESS set to it while Ray starts: the raylet, and every worker it forks,
+    inherit it. This process gives both variables back afterwards (the next `start_ray`, after
+    a shutdown, starts a fresh instance again)."""
+    import ray
+
+    port = free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    before = {name: os.environ.get(name) for name in own}
+    os.environ.update(own)
+    try:
+        # address="local": start one even though RAY_ADDRESS is set. The dashboard stays on:
+        # the placement-group cleaner needs its state API.
+        ray.init(address="local", log_to_driver=True, logging_level=logging.ERROR)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # The storage and tracking variables every worker needs as the driver has them, and the

@@ -1,8 +1,10 @@
 """A real `mlflow server` for tests: on 127.0.0.1 over a backend store, artifacts proxied to a
-folder (clients anywhere log through it), stopped by its process id with its workers.
+folder or a bucket (clients anywhere log through it, with no storage credentials of their
+own), stopped by its process id with its workers.
 
     with mlflow_server("sqlite:///.../mlflow.db", tmp_path / "mlartifacts") as uri:
         ... MLFLOW_TRACKING_URI=uri ...
+    with mlflow_server(postgres_uri, "s3://bucket/mlartifacts", env=s3.env) as uri: ...
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from tests.browser import free_port
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path) -> Iterator[str]:
+def mlflow_server(
+    backend_uri: str, artifacts: Path | str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+         "--workers", "1"],
+        env={**os.environ, **(env or {}), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

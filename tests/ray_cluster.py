@@ -5,6 +5,9 @@ process id; nothing is left running.
 
     with TwoNodeRay(tmp_path, private=[tmp_path / "runs"]) as cluster:
         monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+
+`TwoNodeRay(tmp_path, private=[], second_node=False)` is a one-node `ray start` cluster (a
+second Ray instance on this machine, beside the one a `pipeline` command starts).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from tests.browser import free_port
 
 
 class TwoNodeRay:
-    def __init__(self, folder: Path, private: list[Path]):
-        self.folder, self.private = folder, private
+    def __init__(self, folder: Path, private: list[Path], second_node: bool = True):
+        self.folder, self.private, self.second_node = folder, private, second_node
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen] = []
@@ -34,7 +37,7 @@ class TwoNodeRay:
     def _start(self, command: list[str], log: str) -> subprocess.Popen:
         env = {**os.environ, "RAY_AUTH_MODE": "token"}
         env.pop("RAY_ADDRESS", None)
-        out = open(self.folder / log, "wb")  # noqa: SIM115 - the process holds it
+        out = open(self.folder / log, "ab")  # noqa: SIM115 - the process holds it
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -58,22 +61,35 @@ class TwoNodeRay:
             "head.log",
         )  # fmt: skip
         self._wait_for_nodes(1)
-        mounts = " && ".join(f"mount -t tmpfs tmpfs {p}" for p in self.private)
-        worker = [
-            ray, "start", "--block", f"--address={self.address}", "--num-cpus=1",
-            f"--temp-dir={self.temp / 'worker'}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--min-worker-port={base + 1000}", f"--max-worker-port={base + 1999}",
+        if not self.second_node:
+            return self
+        self.worker_command = [
+            shutil.which("unshare"), "--mount", "--propagation", "private", "sh", "-c",
+            " && ".join(
+                [*(f"mount -t tmpfs tmpfs {p}" for p in self.private),
+                 "exec " + " ".join([
+                     ray, "start", "--block", f"--address={self.address}", "--num-cpus=1",
+                     f"--temp-dir={self.temp / 'worker'}",
+                     f"--dashboard-agent-listen-port={free_port()}",
+                     f"--min-worker-port={base + 1000}", f"--max-worker-port={base + 1999}",
+                 ])]
+            ),
         ]  # fmt: skip
         for path in self.private:
             path.mkdir(parents=True, exist_ok=True)
-        self._start(
-            [unshare, "--mount", "--propagation", "private", "sh", "-c",
-             f"{mounts} && exec {' '.join(worker)}"],
-            "worker.log",
-        )  # fmt: skip
-        self._wait_for_nodes(2)
+        self.start_worker()
         return self
+
+    def start_worker(self) -> None:
+        """The worker node (again): a fresh tmpfs over the private folders, as a new machine."""
+        self.worker = self._start(self.worker_command, "worker.log")
+        self._wait_for_nodes(2)
+
+    def kill_worker(self) -> None:
+        """The worker node lost at once (SIGKILL to its raylet and every process of it)."""
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait()
+        self.processes.remove(self.worker)
 
     def _wait_for_nodes(self, count: int) -> None:
         deadline = time.monotonic() + 120
@@ -84,7 +100,8 @@ class TwoNodeRay:
                 text=True,
                 env={**os.environ, "RAY_AUTH_MODE": "token"},
             )
-            if status.returncode == 0 and status.stdout.count("node_") >= count:
+            active = status.stdout.split("Active:")[-1].split("Pending:")[0]
+            if status.returncode == 0 and active.count("node_") >= count:
                 return
             if any(p.poll() is not None for p in self.processes):
                 break

@@ -152,6 +152,40 @@ def test_reading_stages_one_verified_copy_per_node(bucket_env, uri, tmp_path, mo
 
 
 @pytest.mark.shared
+def test_fid_statistics_computed_on_one_node_are_put_beside_the_dataset(
+    bucket_env, uri, tmp_path, monkeypatch
+):
+    """One node computes the reference statistics of its staged copy and puts them beside the
+    dataset in the bucket; another node, which staged the dataset before they existed, takes
+    them from there instead of computing them again."""
+    from pipeline import storage
+    from pipeline.data.staging import local_copy
+    from pipeline.metrics.config import FidConfig
+    from pipeline.metrics.fid import ensure_reference
+    from pipeline.metrics.weights import backbone_for
+
+    require_shared("anime-mlds2018", "extra_data")
+    ingest_anime(uri)
+    fid, backbone = FidConfig(samples=96, dims=64, batch=32), backbone_for("standin")
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "node-b"))
+    node_b = local_copy(uri)  # staged while the bucket has no statistics
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "node-a"))
+    said_a: list[str] = []
+    stats_a = ensure_reference(backbone, local_copy(uri), "train", fid, say=said_a.append)
+    assert any("computed" in line for line in said_a), said_a
+    r = storage.remote(uri)
+    relative = stats_a.relative_to(stats_a.parents[1]).as_posix()  # stats/fid-....npz
+    assert storage.exists(r, r.at(relative))
+
+    said_b: list[str] = []
+    stats_b = ensure_reference(backbone, node_b, "train", fid, say=said_b.append)
+    assert said_b == []  # fetched from beside the dataset, not computed
+    assert stats_b.read_bytes() == stats_a.read_bytes()
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "node-c"))  # a node staging it now
+    assert (local_copy(uri) / relative).read_bytes() == stats_a.read_bytes()
+
+
+@pytest.mark.shared
 def test_training_reads_a_dataset_in_a_bucket(bucket_env, uri, tmp_path):
     from pipeline.training.config import load_train_config
     from pipeline.training.runner import LocalContext, run_worker

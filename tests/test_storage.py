@@ -299,3 +299,9 @@ def test_a_pbt_sweep_keeps_its_state_in_the_bucket(
     assert any(p.startswith("train/") and p.endswith("checkpoint.pt") for p in stored)
     assert (exported / "generator.pt").is_file()
     assert not (tmp_path / "runs").exists()
+
+    # `--resume` restores the sweep from the bucket (sweep.json, Tune's state): nothing to rerun.
+    result = cli("tune", "--resume", "--name", "pbt")
+    assert result.exit_code == 0, result.output
+    again = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(again) == 3 and all(r.info.status == "FINISHED" for r in again)

@@ -205,12 +205,12 @@ def _sqlite_has_tables(path: Path) -> bool:
 
 
 def _probe_server(uri: str) -> None:
-    url = uri.rstrip("/") + "/health"
+    """A server that answers, and takes this client's credentials, within a few seconds."""
     try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
-        return  # something answers (maybe behind auth); the API calls will say more
+        pass  # something answers (maybe behind auth); the API call below says more
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PipelineError(
@@ -218,3 +218,45 @@ def _probe_server(uri: str) -> None:
             "(`mlflow server --host 127.0.0.1 --port PORT`, see mlflow/) or unset "
             "MLFLOW_TRACKING_URI to use the local store ./mlflow.db"
         ) from None
+    _check_credentials(uri)
+
+
+def _check_credentials(uri: str) -> None:
+    """Refuse, in one line, a server that does not take this client's credentials (MLflow's
+    basic auth: MLFLOW_TRACKING_USERNAME/PASSWORD, or a bearer MLFLOW_TRACKING_TOKEN)."""
+    import base64
+
+    request = urllib.request.Request(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    )
+    user, password = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+    elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S * 3):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code == 401 and user and password:
+            raise PipelineError(
+                f"the MLflow server {uri} refused user {user!r} (HTTP 401): check "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if error.code == 401:
+            raise PipelineError(
+                f"the MLflow server {uri} wants a user (HTTP 401, basic auth): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if error.code == 403:
+            raise PipelineError(
+                f"the MLflow server {uri} refused this request (HTTP 403): "
+                f"{'user ' + repr(user) if user else 'this client'} may not read experiments "
+                "there, or the server's --allowed-hosts does not name the host in the URI"
+            ) from None
+    except (urllib.error.URLError, OSError):
+        return  # answered /health a moment ago; the API calls will say what is wrong

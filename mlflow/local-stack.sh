@@ -140,11 +140,15 @@ EOF
 }
 
 start_mlflow() {
-    local auth=$1 app=()
+    local auth=$1 app=() auth_env=()
     port_free "$MLFLOW_PORT" || die "port $MLFLOW_PORT is taken (MLflow): set MLFLOW_PORT"
     local db="postgresql+psycopg://mlflow:$PG_PASSWORD@127.0.0.1:$PG_PORT"
     if [ "$auth" = 1 ]; then
         app=(--app-name basic-auth)
+        # Only with auth: MLflow reads this file wherever it is named, even without the app.
+        auth_env=(MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini"
+            MLFLOW_FLASK_SERVER_SECRET_KEY="$FLASK_SECRET_KEY"
+            MLFLOW_AUTH_ADMIN_PASSWORD="$ADMIN_PASSWORD")
         cat >"$STACK_DIR/basic_auth.ini" <<EOF
 [mlflow]
 default_permission = READ
@@ -155,11 +159,8 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
         chmod 600 "$STACK_DIR/basic_auth.ini"
     fi
-    MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini" \
-    MLFLOW_FLASK_SERVER_SECRET_KEY=$FLASK_SECRET_KEY \
-    MLFLOW_AUTH_ADMIN_PASSWORD=$ADMIN_PASSWORD \
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-    AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY \
+    env "${auth_env[@]}" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
     AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" \
     MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" \
         "$PYTHON" -m mlflow server "${app[@]}" --host 127.0.0.1 --port "$MLFLOW_PORT" \

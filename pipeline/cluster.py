@@ -153,8 +153,24 @@ FORWARDED = (
 
 
 def worker_env() -> dict[str, str]:
-    """The FORWARDED variables this process has, for every Ray worker's environment."""
-    return {name: os.environ[name] for name in FORWARDED if name in os.environ}
+    """The FORWARDED variables this process has, for every Ray worker's environment; inside a
+    submitted job (`ray job submit --runtime-env-json`), those the job's runtime env already
+    gives every worker are left to it (Ray refuses a driver that names them again)."""
+    given = job_env_vars()
+    return {n: os.environ[n] for n in FORWARDED if n in os.environ and n not in given}
+
+
+def job_env_vars() -> dict[str, str]:
+    """The env_vars of the submitted job this driver runs in (none outside a job)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
 
 
 def needs(config) -> Resources:

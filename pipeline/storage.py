@@ -123,6 +123,13 @@ def check_bucket(r: Remote) -> None:
         )
 
 
+def check_location(location: str | os.PathLike) -> None:
+    """A location a command is about to write: at a URI, its bucket must exist (one line if
+    not, before anything starts); a local folder is made when needed."""
+    if is_uri(location):
+        check_bucket(remote(str(location)))
+
+
 def listing(r: Remote, path: str) -> list[tuple[str, int]]:
     """(path relative to `path`, size) of every file under `path` (none when it is absent)."""
     import pyarrow.fs as pafs

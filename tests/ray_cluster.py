@@ -35,7 +35,8 @@ class TwoNodeRay:
         self.dashboard = free_port()
         # Ray's socket paths must stay short: its state goes under /tmp, not pytest's folder.
         self.state = Path(tempfile.mkdtemp(prefix="rn-", dir="/tmp"))
-        base = 20000 + (self.port % 20) * 2000  # worker-port ranges of their own
+        # Worker-port ranges of their own, below the ephemeral ports free_port hands out.
+        base = 10000 + (self.port % 10) * 2000
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
             "STATE_DIR": str(self.state),

@@ -188,3 +188,18 @@ def test_a_dashboard_url_as_ray_address_is_one_line(cli, monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     result = cli("train", "dcgan", "--data", data, "--workers", "1", "--batch-size", "32")
     assert_one_line_error(result, "RAY_ADDRESS=http://127.0.0.1:8265", "RAY_API_SERVER_ADDRESS")
+
+
+def test_a_submitted_jobs_own_variables_are_not_forwarded_again(monkeypatch):
+    """Inside `ray job submit --runtime-env-json '{"env_vars": ...}'` Ray refuses a driver
+    whose runtime env names the same variables: those are left to the job."""
+    import json
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    monkeypatch.setenv("PIPELINE_RUNS", "s3://bucket/runs")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert {"AWS_ENDPOINT_URL", "PIPELINE_RUNS"} <= set(cluster.worker_env())
+    job = {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    forwarded = cluster.worker_env()
+    assert "AWS_ENDPOINT_URL" not in forwarded and forwarded["PIPELINE_RUNS"] == "s3://bucket/runs"

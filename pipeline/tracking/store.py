@@ -223,21 +223,22 @@ def _probe_server(uri: str) -> None:
 
 def _check_credentials(uri: str) -> None:
     """Refuse, in one line, a server that does not take this client's credentials (MLflow's
-    basic auth: MLFLOW_TRACKING_USERNAME/PASSWORD, or a bearer MLFLOW_TRACKING_TOKEN)."""
+    basic auth: MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials, or a bearer
+    MLFLOW_TRACKING_TOKEN)."""
     import base64
+
+    from mlflow.utils.credentials import get_default_host_creds
 
     request = urllib.request.Request(
         uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     )
-    user, password = (
-        os.environ.get("MLFLOW_TRACKING_USERNAME"),
-        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
-    )
+    creds = get_default_host_creds(uri)  # the variables, or ~/.mlflow/credentials
+    user, password = creds.username, creds.password
     if user and password:
         pair = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {pair}")
-    elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        request.add_header("Authorization", f"Bearer {token}")
+    elif creds.token:
+        request.add_header("Authorization", f"Bearer {creds.token}")
     try:
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S * 3):
             return

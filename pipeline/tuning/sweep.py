@@ -21,6 +21,8 @@ from dataclasses import replace
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError, one_line
+from pipeline.settings import runs_root
+from pipeline.storage import check_location
 from pipeline.tuning.plan import (
     SweepConfig,
     check_resume_options,
@@ -48,6 +50,7 @@ def tune(
     from pipeline.training.driver import precompute_fid_reference
     from pipeline.tuning.tuner import build_tuner
 
+    check_location(runs_root())  # a bucket that is not there: one line, before anything
     # The plan: a new one, or the saved one of the sweep to continue.
     if resume:
         check_resume_options(config)

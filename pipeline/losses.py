@@ -13,7 +13,8 @@ sigmoid-then-log gives -inf.
     nsgan     Goodfellow et al. 2014, the non-saturating G loss -log D(G(z)) (DCGAN's)
     minimax   Goodfellow et al. 2014, the original game: G minimizes log(1 - D(G(z)))
     hinge     Lim & Ye 2017; Miyato et al. 2018 (SNGAN)
-    wgan-gp   Arjovsky et al. 2017 critic loss with Gulrajani et al. 2017's gradient penalty
+    wgan      Arjovsky et al. 2017's critic loss (the critic kept Lipschitz by weight clipping)
+    wgan-gp   the same critic loss with Gulrajani et al. 2017's gradient penalty
     lsgan     Mao et al. 2017, least squares with the 0-1 coding (a=0, b=c=1)
 
 The ACGAN class loss (Odena et al. 2017) is `class_loss`: cross-entropy per softmax group
@@ -92,11 +93,11 @@ class Hinge(GANLoss):
         return -fake_logits.mean()
 
 
-class WassersteinGP(GANLoss):
-    """Critic: D(G(z)) - D(x) (+ the gradient penalty, added by the caller); G: -D(G(z))."""
+class Wasserstein(GANLoss):
+    """Critic: D(G(z)) - D(x); G: -D(G(z)). The critic must be kept Lipschitz: by clipping its
+    weights (`weight_clip`, done after each D step) or by the gradient penalty (wgan-gp)."""
 
-    name = "wgan-gp"
-    gradient_penalty = True
+    name = "wgan"
     wasserstein = True
 
     def d_loss_parts(self, real_logits, fake_logits):
@@ -104,6 +105,13 @@ class WassersteinGP(GANLoss):
 
     def g_loss(self, fake_logits):
         return -fake_logits.mean()
+
+
+class WassersteinGP(Wasserstein):
+    """The Wasserstein losses, plus the gradient penalty (added by the caller)."""
+
+    name = "wgan-gp"
+    gradient_penalty = True
 
 
 class LeastSquares(GANLoss):
@@ -122,6 +130,7 @@ LOSSES: dict[str, type[GANLoss]] = {
     "nsgan": NonSaturating,
     "minimax": Minimax,
     "hinge": Hinge,
+    "wgan": Wasserstein,
     "wgan-gp": WassersteinGP,
     "lsgan": LeastSquares,
 }

@@ -244,3 +244,18 @@ def test_sync_batch_norm_statistics_span_the_ranks():
     mp.spawn(_sync_bn_rank, args=(2, port, x, out), nprocs=2)
     whole = torch.nn.BatchNorm2d(3)(x)  # one process, the whole batch
     torch.testing.assert_close(torch.cat([out[0], out[1]]), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_wgan_clips_every_critic_weight_after_each_d_step():
+    t = task("wgan")
+    assert isinstance(t.opt_d, torch.optim.RMSprop) and isinstance(t.opt_g, torch.optim.RMSprop)
+    with torch.no_grad():
+        for w in t.D.parameters():
+            w.mul_(100)  # far outside [-c, c]
+    x = real_batch()
+    for step in range(5):
+        t.step(x, None, step)
+        weights = torch.cat([w.flatten() for w in t.D.parameters()])
+        assert weights.abs().max().item() <= 0.01 + 1e-8
+        assert (weights.abs() >= 0.01 - 1e-8).any()  # clipped, not merely small
+    assert adam_steps(t.opt_d) == 5 and adam_steps(t.opt_g) == 1  # n_critic 5

@@ -111,11 +111,34 @@ def test_train_runs_end_to_end_with_two_workers(
         assert drawn.exit_code == 0 and out.exists(), drawn.output
         wrong = cli("sample", run.info.run_id, "--out", out, "--class", "hair=plaid")
         assert_one_line_error(wrong, "plaid", "blonde")
+        assert_grid_rows_are_named(store, run.info.run_id, tmp_path)
     if family == "wgan-gp":
         assert "loss_gp" in run.data.metrics and params["optim.n_critic"] == "5"
     files = artifacts(store, run.info.run_id)
     assert {"config.yaml", "generator.pt", "checkpoints/checkpoint.pt"} <= files
     assert len([f for f in files if f.startswith("samples/epoch-")]) == 2
+
+
+def assert_grid_rows_are_named(store, run_id: str, folder: Path) -> None:
+    """The conditional grid in MLflow: its row names logged beside it (one per hair colour),
+    and a band on the left of the PNG wider than a plain grid of its tiles, with text in it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rows = json.loads(
+        Path(store.download_artifacts(run_id, "samples/rows.json", folder)).read_text()
+    )
+    assert rows["rows"][:3] == ["aqua", "black", "blonde"], rows  # the hair classes, in order
+    grid = sorted(f for f in artifacts(store, run_id) if f.startswith("samples/epoch-"))[-1]
+    pixels = np.asarray(Image.open(store.download_artifacts(run_id, grid, folder)).convert("RGB"))
+    tile = 64 + 2  # 32 px samples drawn at 2x, 2 px apart
+    assert (pixels.shape[0] - 2) // tile == len(rows["rows"])  # one row per class
+    columns = 64 // len(rows["rows"])  # `samples` (64) split over the rows
+    band = pixels.shape[1] - (columns * tile + 2)
+    assert 64 <= band <= 3 * 64
+    assert (pixels[:, :band].min(axis=-1) < 100).sum() > 10 * len(rows["rows"])  # the names
 
 
 def test_resume_continues_the_same_run(cli, datasets, store, tmp_path):

@@ -90,6 +90,22 @@ def test_wgan_gp_uses_the_penalty_and_n_critic(anime, tmp_path):
         prepare(config("wgan-gp", anime, **{"model.norm_d": "batch"}))
 
 
+def test_wgan_clips_the_critic_and_trains_with_rmsprop(anime, tmp_path):
+    """The `wgan` preset end to end (Arjovsky et al. 2017): critic weights within [-0.01,
+    0.01] in the checkpoint, RMSProp's state for both nets, no gradient penalty."""
+    import torch
+
+    ctx = LocalContext(tmp_path)
+    last = run_worker(config("wgan", anime, epochs=1), ctx, str(anime))
+    assert "loss_g" in last and "loss_gp" not in last
+    state = torch.load(next(tmp_path.rglob("checkpoint.pt")), weights_only=True)
+    weights = [w for k, w in state["D"].items() if "running_" not in k and w.is_floating_point()]
+    assert max(w.abs().max().item() for w in weights) <= 0.01 + 1e-8
+    assert "square_avg" in next(iter(state["opt_d"]["state"].values()))  # RMSProp, not Adam
+    with pytest.raises(ConfigError, match="weight_clip > 0"):
+        config("dcgan", anime, loss="wgan")
+
+
 def test_nonfinite_loss_stops_the_run(anime, tmp_path):
     last = run_worker(
         config("dcgan", anime, epochs=2, z_std=float("inf")), LocalContext(tmp_path), str(anime)

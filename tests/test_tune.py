@@ -46,7 +46,13 @@ def nothing_written() -> None:
         assert client.search_runs(ids) == []
 
 
-@pytest.mark.parametrize("family", ["acgan", "dcgan", "wgan-gp"])
+def test_every_family_ships_a_space():
+    from pipeline.training.config import FAMILIES
+
+    assert sorted(p.stem for p in (REPO / "tune_spaces").glob("*.yaml")) == sorted(FAMILIES)
+
+
+@pytest.mark.parametrize("family", ["acgan", "dcgan", "wgan", "wgan-gp"])
 def test_shipped_spaces_load(family):
     space = load_space(REPO / "tune_spaces" / f"{family}.yaml")
     assert space.metric == "fid" and space.mode == "min"

@@ -5,6 +5,9 @@
 
     dcgan    Radford et al. 2015: non-saturating loss, Adam(2e-4, 0.5, 0.999), batch norm.
     acgan    Odena et al. 2017: dcgan plus an auxiliary classifier weighted by lambda_cls.
+    wgan     Arjovsky et al. 2017: the critic's weights clipped to [-0.01, 0.01] after every
+             critic step, 5 critic steps per G step, RMSProp(5e-5) (momentum-free, as the
+             paper: Adam made its critic unstable).
     wgan-gp  Gulrajani et al. 2017: critic without batch norm (layer norm), gradient penalty 10,
              5 critic steps per G step, Adam(1e-4, 0.0, 0.9).
 """
@@ -32,6 +35,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    optimizer: Literal["adam", "rmsprop"] = "adam"  # for G and D (betas: Adam only)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -45,11 +49,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    family: Literal["dcgan", "acgan", "wgan-gp"] = "dcgan"
+    family: Literal["dcgan", "acgan", "wgan", "wgan-gp"] = "dcgan"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: str = "nsgan"
     lambda_cls: float = 1.0  # weight of the ACGAN class loss against the adversarial loss
     lambda_gp: float = 10.0  # weight of the WGAN-GP gradient penalty
+    weight_clip: float = 0.0  # WGAN: D's weights clipped to [-c, c] after each D step; 0 = off
     z_dist: Literal["normal", "uniform"] = "normal"
     z_std: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
@@ -78,6 +83,12 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     "dcgan": {"family": "dcgan", "loss": "nsgan"},
     "acgan": {"family": "acgan", "loss": "nsgan", "lambda_cls": 1.0},
+    "wgan": {
+        "family": "wgan",
+        "loss": "wgan",
+        "weight_clip": 0.01,
+        "optim": {"optimizer": "rmsprop", "lr_g": 5e-5, "lr_d": 5e-5, "n_critic": 5},
+    },
     "wgan-gp": {
         "family": "wgan-gp",
         "loss": "wgan-gp",
@@ -137,6 +148,13 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"optim.ema={config.optim.ema} must be in [0, 1)")
     if config.gpus_per_worker < 0:
         raise ConfigError(f"gpus_per_worker={config.gpus_per_worker} must be >= 0")
+    if config.weight_clip < 0:
+        raise ConfigError(f"weight_clip={config.weight_clip} must be >= 0 (0 turns it off)")
+    if config.loss == "wgan" and config.weight_clip == 0:
+        raise ConfigError(
+            "loss=wgan needs a Lipschitz constraint on the critic: weight_clip > 0 (Arjovsky et "
+            "al.'s c=0.01), or loss=wgan-gp for the gradient penalty"
+        )
     if config.conditional and config.lambda_cls < 0:
         raise ConfigError(f"lambda_cls={config.lambda_cls} must be >= 0")
     if config.fid.every:

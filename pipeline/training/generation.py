@@ -49,9 +49,8 @@ class GenerationTask:
             G_ema = G_ema.to(memory_format=torch.channels_last)
         self.G, self.D, self.G_ema = G, D, G_ema
         self.G_train, self.D_train = G, D  # the DDP / compiled views, once distributed
-        betas = (config.optim.beta1, config.optim.beta2)
-        self.opt_g = torch.optim.Adam(G.parameters(), lr=config.optim.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(D.parameters(), lr=config.optim.lr_d, betas=betas)
+        self.opt_g = make_optimizer(config.optim, G.parameters(), config.optim.lr_g)
+        self.opt_d = make_optimizer(config.optim, D.parameters(), config.optim.lr_d)
         self.phases = gan_phases(config)
         self.objective = Objective(config, self.classes, D)
 
@@ -117,6 +116,7 @@ class GenerationTask:
             judged_fake = judge(self.D_train, fake.detach(), y_fake)
         errD, parts = self.objective.loss(phase_d.name, real, judged_fake)
         parts["grad_norm_d"] = self._update(self.D, self.opt_d, errD)
+        self.objective.constrain_d(self.D)
 
         # (2) Update G, every n_critic D steps. Through the bare D (not its DDP wrapper) with
         # its weights frozen: no D gradient is computed or all-reduced in a step that does not
@@ -198,7 +198,9 @@ class GenerationTask:
         self.G_ema.train()
         images = to_uint8(self.G_ema(self.z_fixed, self.y_fixed))
         scale = max(1, 64 // images.shape[1])
-        return make_grid(images, nrow=self.grid_columns, padding=2, scale=scale), self.row_names
+        grid = make_grid(images, nrow=self.grid_columns, padding=2, scale=scale,
+                         row_labels=self.row_names or None)  # fmt: skip
+        return grid, self.row_names
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator) -> np.ndarray:
@@ -221,3 +223,18 @@ def ema_decay(decay: float, step: int) -> float:
     """The EMA decay with a ramp-up: at step 100 G_ema would still be 90% random init with
     0.999, so early steps use (1 + step) / (10 + step), as is usual."""
     return min(decay, (1 + step) / (10 + step))
+
+
+# The optimizers G and D can train with (`optim.optimizer`): Adam with the config's betas, or
+# RMSProp without momentum, as WGAN trains (Arjovsky et al. 2017: momentum-based optimizers
+# made its critic unstable).
+OPTIMIZERS = {
+    "adam": lambda params, lr, optim: torch.optim.Adam(
+        params, lr=lr, betas=(optim.beta1, optim.beta2)
+    ),
+    "rmsprop": lambda params, lr, optim: torch.optim.RMSprop(params, lr=lr),
+}
+
+
+def make_optimizer(optim, params, lr: float) -> torch.optim.Optimizer:
+    return OPTIMIZERS[optim.optimizer](params, lr, optim)

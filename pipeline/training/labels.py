@@ -117,7 +117,8 @@ def grid_labels(plan: LabelPlan, rows: int, columns: int, seed: int) -> tuple[np
         else:
             bits = [(r >> a) & 1 for a in range(plan.classes.binary)]
             y[block, :] = bits
-            names.append(" ".join(n for n, b in zip(plan.attr_names, bits, strict=True) if b))
+            on = [n for n, b in zip(plan.attr_names, bits, strict=True) if b]
+            names.append(" ".join(on) or "(none)")
     return y, names
 
 

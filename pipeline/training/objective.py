@@ -9,12 +9,15 @@ is decided once, from the config, by the TERMS registry:
                weighted by lambda_gp
 
 When the phases run is data too (`Phase`): D every step, G every `optim.n_critic` steps.
+A constraint on D's weights after its update (WGAN's clipping, Arjovsky et al. 2017) is the
+objective's too: `constrain_d`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from pipeline.losses import GANLoss, class_accuracy, class_loss, get_loss, gradient_penalty
@@ -160,6 +163,15 @@ class Objective:
         if phase == "G":
             parts["loss_g"] = total
         return total, parts
+
+    @torch.no_grad()
+    def constrain_d(self, D: nn.Module) -> None:
+        """After each D step: WGAN's weight clipping to [-c, c] (`weight_clip`; the critic's
+        parameters only, not its normalisation's running statistics)."""
+        c = self.config.weight_clip
+        if c > 0:
+            for parameter in D.parameters():
+                parameter.clamp_(-c, c)
 
     @property
     def wasserstein(self) -> bool:

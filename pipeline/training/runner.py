@@ -35,6 +35,7 @@ from pipeline.training.stats import Meter, flatten_metrics
 TASKS: dict[str, type[Task]] = {
     "dcgan": GenerationTask,
     "acgan": GenerationTask,
+    "wgan": GenerationTask,
     "wgan-gp": GenerationTask,
 }
 

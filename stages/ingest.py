@@ -169,6 +169,14 @@ def celeba(
             "--no-identity", help="Leave out the identity column (identity_CelebA.txt not needed)."
         ),
     ] = False,
+    images: Annotated[
+        str,
+        typer.Option(
+            "--images",
+            help="jpg: img_align_celeba/ (or .zip); png: the lossless img_align_celeba_png/; "
+            "auto: whichever is present, JPEG when both.",
+        ),
+    ] = "auto",
     *,
     shared: IngestArgs,
 ) -> None:
@@ -179,7 +187,7 @@ def celeba(
 
     options = shared.options()
     margin = check_bbox_margin(crop, bbox_margin)
-    files = locate(root, crop, attrs=not no_attrs, identity=not no_identity)
+    files = locate(root, crop, attrs=not no_attrs, identity=not no_identity, images=images)
     config = {
         "kind": "celeba",
         "crop": crop,
@@ -194,6 +202,7 @@ def celeba(
             bbox_margin=bbox_margin,
             attrs=not no_attrs,
             identity=not no_identity,
+            images=images,
         ),
         options,
         shared.dry_run,

@@ -544,3 +544,56 @@ def test_default_names_and_limit(celeba_root, tmp_path):
     plan = CelebaSource(root, crop="square", size=32).plan(limit=3)
     assert plan.splits == {"train": 3, "val": 3, "test": 3}
     assert plan.recipe.crop == "center-square"
+
+
+# -- the release's lossless PNG copy of the aligned faces ------------------------------------------
+
+
+def png_copy(root: Path, names: list[str]) -> None:
+    """img_align_celeba_png/ as the release's .7z extracts it: NNNNNN.png, the same pixels."""
+    folder = root / "img_align_celeba_png"
+    folder.mkdir()
+    for name in names:
+        with Image.open(SAMPLE / "img_align_celeba" / name) as image:
+            image.save(folder / f"{Path(name).stem}.png")
+
+
+def test_png_folder_is_found_read_and_named_in_the_manifest(cli, celeba_root, tmp_path):
+    """PNGs converted from the real sample: the same pixels, so the same shard bytes as the
+    JPEG ingest; found by default when it is the only copy; JPEG when both; refused for the
+    in-the-wild crop (JPEG only) and when only the .7z is there."""
+    names = sample_names()
+    jpg_root = make_root(tmp_path / "jpg", names)
+    png_root = tmp_path / "png"
+    png_root.mkdir()
+    png_copy(png_root, names)
+    write_annotations(png_root, names)
+    args = ["--size", "32", "-j", "1"]
+    first = cli("ingest", "celeba", "--root", jpg_root, "--out", tmp_path / "a", *args)
+    assert first.exit_code == 0, first.output
+    result = cli("ingest", "celeba", "--root", png_root, "--out", tmp_path / "b", *args)
+    assert result.exit_code == 0, result.output
+    jpg, png = manifest_of(tmp_path / "a"), manifest_of(tmp_path / "b")
+    assert png["source"]["image_format"] == "png" and jpg["source"]["image_format"] == "jpg"
+    for split in png["splits"]:  # the same pixels in the same order, attributes and all
+        assert [s["sha256"] for s in png["splits"][split]["shards"]] == [
+            s["sha256"] for s in jpg["splits"][split]["shards"]
+        ]
+
+    png_copy(jpg_root, names)  # both copies: JPEG unless asked
+    both = cli("ingest", "celeba", "--root", jpg_root, "--out", tmp_path / "c", *args, "--dry-run")
+    assert both.exit_code == 0 and "image_format: jpg" in both.output, both.output
+    asked = cli("ingest", "celeba", "--root", jpg_root, "--out", tmp_path / "c", *args, "--images",
+                "png", "--dry-run")  # fmt: skip
+    assert asked.exit_code == 0 and "image_format: png" in asked.output, asked.output
+
+    wild = cli("ingest", "celeba", "--root", png_root, "--crop", "bbox", "--images", "png", *args)
+    assert_one_line_error(wild, "--crop bbox", "JPEG only")
+    bare = tmp_path / "only-7z"
+    bare.mkdir()
+    (bare / "img_align_celeba_png.7z").write_bytes(b"7z\xbc\xaf\x27\x1c")
+    write_annotations(bare, names)
+    packed = cli("ingest", "celeba", "--root", bare, "--images", "png", *args)
+    assert_one_line_error(packed, "no img_align_celeba_png/ folder", "extract", "7z x")
+    unknown = cli("ingest", "celeba", "--root", png_root, "--images", "tiff", *args)
+    assert_one_line_error(unknown, "--images tiff", "auto, jpg, png")

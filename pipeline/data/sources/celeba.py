@@ -76,8 +76,9 @@ class CelebaSource(Source):
         bbox_margin: float | None = None,
         attrs: bool = True,
         identity: bool = True,
+        images: str = "auto",
     ):
-        self.files = locate(root, crop, attrs=attrs, identity=identity)
+        self.files = locate(root, crop, attrs=attrs, identity=identity, images=images)
         self.bbox_margin = check_bbox_margin(crop, bbox_margin)
         self.crop = crop
         self.size = size

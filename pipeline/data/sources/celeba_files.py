@@ -4,16 +4,19 @@ the four annotation files (Liu et al., "Deep Learning Face Attributes in the Wil
 The release (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, Google Drive) is a folder:
 
     Img/img_align_celeba.zip      202,599 aligned 178x218 JPEGs under img_align_celeba/
+    Img/img_align_celeba_png.7z   the same aligned faces as lossless PNGs (img_align_celeba_png/)
     Img/img_celeba.7z             the same photos in the wild (uncropped), extract to img_celeba/
     Anno/list_attr_celeba.txt     40 binary attributes per image, -1 / 1
     Anno/identity_CelebA.txt      celebrity id per image
     Anno/list_bbox_celeba.txt     face box per image, in the coordinates of the in-the-wild photo
     Eval/list_eval_partition.txt  0 train, 1 val, 2 test
 
-The images may be an extracted folder or the zip as downloaded (read in place). Annotation files
-may lie flat in the root or in Anno/ and Eval/; they are parsed by `annotations.parse_annotation`
-(the attribute and box files declare their row count on line 1, so a partial download is
-noticed).
+The images may be an extracted folder or the zip as downloaded (read in place); the aligned
+faces also as the extracted PNG folder (`--images png`; by default whichever is present, JPEG
+when both are); the annotation files name every image `NNNNNN.jpg`, also for the PNGs. The
+annotation files may lie flat in the root or in Anno/ and Eval/; they are parsed by
+`annotations.parse_annotation` (the attribute and box files declare their row count on line 1,
+so a partial download is noticed).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class CelebaFiles:
     root: Path
     images: Path  # a folder of images, or a zip holding them under `image_folder`/
     image_folder: str  # img_align_celeba (aligned) or img_celeba (in the wild)
+    image_format: str  # "jpg", or "png" (the release's lossless copy of the aligned faces)
     partition: Path
     attrs: Path | None
     identity: Path | None
@@ -60,6 +64,7 @@ class CelebaFiles:
         return {
             "root": str(self.root),
             "images": str(self.images),
+            "image_format": self.image_format,
             "partition": str(self.partition),
             "attrs": str(self.attrs) if self.attrs else None,
             "identity": str(self.identity) if self.identity else None,
@@ -67,11 +72,20 @@ class CelebaFiles:
         }
 
 
+IMAGE_FORMATS = ("auto", "jpg", "png")
+PNG_FOLDERS = {"img_align_celeba": "img_align_celeba_png"}  # the release's lossless copies
+
+
 def locate(
-    root: str | Path | None, crop: str = "dcgan", *, attrs: bool = True, identity: bool = True
+    root: str | Path | None,
+    crop: str = "dcgan",
+    *,
+    attrs: bool = True,
+    identity: bool = True,
+    images: str = "auto",
 ) -> CelebaFiles:
     """Find the images and annotation files under `root` (default: <data dir>/celeba) that
-    `crop` needs (its photos; its boxes, if it cuts by them)."""
+    `crop` needs (its photos, as JPEG or PNG: `images`; its boxes, if it cuts by them)."""
     from pipeline.settings import data_dir
 
     cut = check_crop(crop)
@@ -90,10 +104,12 @@ def locate(
         )
     root = root.resolve()
     boxless = "|".join(name for name, entry in CROPS.items() if not entry.boxes)
+    found, image_format = _find_photos(root, cut.photos, images, crop)
     return CelebaFiles(
         root=root,
-        images=_find_images(root, cut.photos),
+        images=found,
         image_folder=cut.photos,
+        image_format=image_format,
         partition=_find_annotation(root, PARTITION_FILE, "Eval", " (it gives each image's split)"),
         attrs=_find_annotation(
             root, ATTR_FILE, "Anno", ", or pass --no-attrs to ingest without attributes"
@@ -111,6 +127,38 @@ def locate(
         if cut.boxes
         else None,
     )
+
+
+def _find_photos(root: Path, folder: str, wanted: str, crop: str) -> tuple[Path, str]:
+    """The photos as JPEG or PNG (`wanted`: auto = whichever is present, JPEG when both)."""
+    if wanted not in IMAGE_FORMATS:
+        raise PipelineError(f"--images {wanted}: choose one of {', '.join(IMAGE_FORMATS)}")
+    png = PNG_FOLDERS.get(folder)
+    if wanted == "png" and png is None:
+        raise PipelineError(
+            f"--crop {crop} reads {folder}/, which the release ships as JPEG only; use "
+            "--images jpg, or an aligned crop (dcgan, square) for the PNG copy"
+        )
+    if wanted in ("auto", "jpg"):
+        try:
+            return _find_images(root, folder), "jpg"
+        except PipelineError:
+            if wanted == "jpg" or png is None or _png_folder(root, png) is None:
+                raise
+    folder_png = _png_folder(root, png)
+    if folder_png is None:
+        archive = [p for p in (root / f"{png}.7z", root / "Img" / f"{png}.7z") if p.is_file()]
+        extract = f"; extract {archive[0]} there (7z x)" if archive else ""
+        raise PipelineError(f"no {png}/ folder in {root} or {root / 'Img'}{extract}")
+    return folder_png, "png"
+
+
+def _png_folder(root: Path, png: str) -> Path | None:
+    for path in (root / png, root / "Img" / png):
+        if path.is_dir():
+            nested = path / png
+            return nested if nested.is_dir() and not _has_images(path) else path
+    return None
 
 
 def _find_images(root: Path, folder: str) -> Path:
@@ -184,7 +232,11 @@ def list_images(files: CelebaFiles) -> tuple[dict[str, str], bytes]:
         with os.scandir(files.images) as entries:
             for entry in entries:
                 if _is_image(entry.name) and entry.is_file():
-                    images[entry.name] = entry.name
+                    # The annotation files name the PNG copies' photos NNNNNN.jpg too.
+                    name = entry.name
+                    if files.image_format == "png":
+                        name = os.path.splitext(name)[0] + ".jpg"
+                    images[name] = entry.name
                     lines.append(f"{entry.name}\t{entry.stat().st_size}")
         where = str(files.images)
     if not images:

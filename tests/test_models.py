@@ -156,6 +156,10 @@ def test_decoupled_heads(arch):
 def test_no_norm_on_d_input_nor_g_output(arch, norm):
     cfg = tiny(arch=arch, norm_g=norm, norm_d=norm)
     G, D = build_generator(cfg, 32, 3), build_discriminator(cfg, 32, 3)
+    if arch == "srresnet":  # conv9x9 straight into tanh; D's first conv straight into LReLU
+        assert isinstance(G.to_image, nn.Conv2d) and G.to_image.kernel_size == (9, 9)
+        assert isinstance(D.main[0], nn.Conv2d) and isinstance(D.main[1], nn.LeakyReLU)
+        return
     assert isinstance(G.main[-1], nn.Tanh)
     last = G.main[-2]  # the output conv (or upsample + conv stage), straight into tanh
     assert isinstance(last, (nn.Conv2d, nn.ConvTranspose2d, nn.Sequential))
@@ -236,8 +240,8 @@ def test_bad_configs_name_the_allowed_values(cfg, size, message):
 
 
 def test_bad_loss_and_class_spec():
-    with pytest.raises(ConfigError, match="loss 'wgan' is not known; choose one of: nsgan"):
-        check_config(ModelConfig(), "wgan", 64)
+    with pytest.raises(ConfigError, match="loss 'wgan-lp' is not known; choose one of: nsgan"):
+        check_config(ModelConfig(), "wgan-lp", 64)
     with pytest.raises(ConfigError, match="at least 2 classes"):
         ClassSpec(groups=(1,))
     assert (SPEC.logits, SPEC.columns) == (9, 4)
@@ -251,3 +255,19 @@ def test_config_import_does_not_load_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_srresnet_matches_the_anime_acgan_reference_sizes():
+    """At 128 px with the paper's widths (G 64, D 32) and z of 128 + 19 tags (Jin et al.
+    2017): the parameter counts of the public reimplementation (bhpfelix/PyTorch-Face-
+    Generator-SRResNet-based-ACGAN-DRAGAN), counted layer by layer: G 4,069,955; D
+    23,756,129 plus a 19-tag linear class head of 77,843."""
+    cfg = ModelConfig(arch="srresnet", z_dim=147, width_g=64, width_d=32, norm_d="none")
+    G = build_generator(cfg, 128, 3)
+    D = build_discriminator(cfg, 128, 3, ClassSpec(binary=19))
+    assert sum(p.numel() for p in G.parameters()) == 4_069_955
+    assert sum(p.numel() for p in D.parameters()) == 23_756_129 + 77_843
+    assert len(G.blocks) == 16 and len(G.up) == 3
+    x = G(torch.randn(2, 147))
+    adv, cls = D(x)
+    assert x.shape == (2, 3, 128, 128) and adv.shape == (2,) and cls.shape == (2, 19)

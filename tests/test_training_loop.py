@@ -106,6 +106,21 @@ def test_wgan_clips_the_critic_and_trains_with_rmsprop(anime, tmp_path):
         config("dcgan", anime, loss="wgan")
 
 
+@pytest.mark.parametrize("family", ["acgan", "wgan"])
+def test_srresnet_trains_in_the_families(anime, tmp_path, family):
+    """model.arch=srresnet end to end on the real anime sample: the ACGAN family with its
+    class heads, and the WGAN critic (clipped); sample grids and checkpoints as any arch."""
+    last = run_worker(
+        config(family, anime, epochs=1, **{"model.arch": "srresnet", "model.heads": "decoupled"}),
+        LocalContext(tmp_path),
+        str(anime),
+    )
+    assert last["epoch"] == 1 and "loss_g" in last
+    if family == "acgan":
+        assert {"acc_real", "acc_fake"} <= set(last)
+    assert list(tmp_path.rglob("checkpoint.pt"))
+
+
 def test_nonfinite_loss_stops_the_run(anime, tmp_path):
     last = run_worker(
         config("dcgan", anime, epochs=2, z_std=float("inf")), LocalContext(tmp_path), str(anime)

@@ -62,6 +62,20 @@ def test_shipped_spaces_load(family):
     if family == "acgan":
         keys = {p.key for p in space.params}
         assert {"lambda_cls", "optim.lr_g", "optim.lr_d", "model.norm_g", "model.norm_d"} <= keys
+        assert "srresnet" in next(p for p in space.params if p.key == "model.arch").values
+
+
+def test_a_key_set_on_the_command_line_is_pinned_not_searched():
+    from pipeline.tuning.plan import pin
+
+    space = load_space(REPO / "tune_spaces" / "acgan.yaml")
+    said: list[str] = []
+    pinned = pin(space, ["model.arch=dcgan", "batch_size=32", "optim.lr_g=1e-4"], said.append)
+    keys = {p.key for p in pinned.params}
+    assert "model.arch" not in keys and "optim.lr_g" not in keys and "lambda_cls" in keys
+    assert "optim.lr_g" not in pinned.mutate
+    assert said == ["--set pins optim.lr_g, model.arch: not searched in this sweep"]
+    assert pin(space, ["batch_size=32"], said.append) is space
 
 
 def test_space_format(tmp_path):

@@ -14,7 +14,7 @@ from pipeline.config import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # registry ARCHS: dcgan, resnet
+    arch: str = "dcgan"  # registry ARCHS: dcgan, resnet, srresnet
     z_dim: int = 100  # nz
     # ngf: channels of G's last hidden layer; the 4x4 layer has ngf * 2**(stages - 1)
     # (pytorch/examples at 64 px: 64 -> 512..64; the paper: 128 -> 1024..128)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from torch import nn
 
 from pipeline.config import ConfigError
-from pipeline.models import dcgan, resnet
+from pipeline.models import dcgan, resnet, srresnet
 from pipeline.models.config import ClassSpec, ModelConfig
 from pipeline.models.layers import UPSAMPLES
 from pipeline.models.norms import NORMS
@@ -30,6 +30,7 @@ class Arch(NamedTuple):
 ARCHS: dict[str, Arch] = {
     "dcgan": Arch(dcgan.DCGANGenerator, dcgan.DCGANDiscriminator),
     "resnet": Arch(resnet.ResNetGenerator, resnet.ResNetDiscriminator),
+    "srresnet": Arch(srresnet.SRResNetGenerator, srresnet.SRResNetDiscriminator),
 }
 SIZES = (32, 64, 128)  # image sizes every architecture supports
 CONDITIONINGS = ("embedding", "onehot")

@@ -157,7 +157,7 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
     space_path = Path(config.space) if config.space else default_space(config.model)
     if not space_path.is_file():
         raise ConfigError(f"space file {space_path} does not exist (see tune_spaces/)")
-    space = load_space(space_path)
+    space = pin(load_space(space_path), config.overrides, say)
 
     scheduler = config.scheduler or space.scheduler
     search = config.search or space.search
@@ -239,6 +239,21 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
         overrides=list(config.overrides),
     )
     return plan, space
+
+
+def pin(space: Space, overrides, say: Callable[[str], None]) -> Space:
+    """A key the user sets (`--set key=value`) is that value in every trial: taken out of the
+    space's search (and PBT's mutations) instead of being overwritten by it."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
+    pinned = [p.key for p in space.params if p.key in keys]
+    if not pinned:
+        return space
+    say(f"--set pins {', '.join(pinned)}: not searched in this sweep")
+    return replace(
+        space,
+        params=tuple(p for p in space.params if p.key not in keys),
+        mutate=tuple(k for k in space.mutate if k not in keys),
+    )
 
 
 def check_resume_options(config: SweepConfig) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.errors import PipelineError
 from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
 from stages.common import Data, DryRun, Experiment, FidWeights, GpusPerWorker, cli_errors
 
@@ -137,12 +138,56 @@ def sample(
         bool, typer.Option("--interpolate", help="Rows of slerp interpolations between z.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of z.")] = 0,
+    numbered: Annotated[
+        bool, typer.Option("--numbered", help="Caption each tile with its index (for --pick).")
+    ] = False,
+    arithmetic: Annotated[
+        str | None,
+        typer.Option(
+            "--arithmetic",
+            help='Latent arithmetic on picked groups, e.g. "smiling_woman - neutral_woman + '
+            'neutral_man" (Radford et al. 2015); the groups from --pick.',
+        ),
+    ] = None,
+    pick: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pick",
+            help="NAME=I,J,K: tiles of the grid the same --n/--seed/--class draw, averaged in z.",
+        ),
+    ] = None,
+    result_class: Annotated[
+        str | None,
+        typer.Option(
+            "--result-class",
+            help="Conditional models: the arithmetic result's class (default: kept from the "
+            "first picked sample).",
+        ),
+    ] = None,
 ) -> None:
-    """Draw samples from a run's G_ema into a PNG grid.
+    """Draw samples from a run's G_ema into a PNG grid, or do latent arithmetic on them.
 
-    Example: pipeline sample 3f2a... --n 64 --out grid.png --class blonde
+    Examples:
+
+      pipeline sample 3f2a... --n 64 --out grid.png --class blonde
+
+      pipeline sample 3f2a... --n 64 --numbered --out grid.png
+
+      pipeline sample 3f2a... --n 64 --pick a=3,17,40 --pick b=5,9,22 --pick c=1,30,51
+      --arithmetic "a - b + c" --out sum.png
     """
-    from pipeline.training.sample import sample as draw
+    if arithmetic is None and (pick or result_class):
+        raise PipelineError("--pick and --result-class go with --arithmetic")
+    if arithmetic is not None:
+        if interpolate or numbered:
+            raise PipelineError("--arithmetic writes its own grid: drop --interpolate/--numbered")
+        from pipeline.training.arithmetic import latent_arithmetic
 
-    path = draw(run, out, n=n, class_name=class_name, interpolate=interpolate, seed=seed)
+        path = latent_arithmetic(run, out, arithmetic, list(pick or []), n=n, seed=seed,
+                                 class_name=class_name, result_class=result_class)  # fmt: skip
+    else:
+        from pipeline.training.sample import sample as draw
+
+        path = draw(run, out, n=n, class_name=class_name, interpolate=interpolate, seed=seed,
+                    numbered=numbered)  # fmt: skip
     typer.echo(f"wrote {path}")

@@ -49,8 +49,10 @@ def sample(
     class_name: str | None = None,
     interpolate: bool = False,
     seed: int = 0,
+    numbered: bool = False,
 ) -> Path:
-    """Write a PNG grid of `n` samples (or interpolation rows) from a run's generator."""
+    """Write a PNG grid of `n` samples (or interpolation rows) from a run's generator; with
+    `numbered`, each tile captioned with its index (what `--pick` names)."""
     from pipeline.grid import make_grid
     from pipeline.training.images import to_uint8
     from pipeline.training.noise import sample_z
@@ -76,7 +78,10 @@ def sample(
     images = to_uint8(G(z, y))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, nrow=columns, scale=max(1, 64 // images.shape[1])).save(out)
+    captions = [str(i) for i in range(len(images))] if numbered else None
+    make_grid(images, nrow=columns, scale=max(1, 64 // images.shape[1]), captions=captions).save(
+        out
+    )
     return out
 
 
@@ -91,11 +96,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def labels_for(
     labels: dict | None, n: int, class_name: str | None, generator
 ) -> torch.Tensor | None:
-    """y for a conditional generator: random classes, or `class_name` fixed.
-
-    `class_name` is a class of the first group (`blue`), `group=class` (`eyes=red`), or a
-    comma list of binary attributes to switch on (`Male,Smiling`).
-    """
+    """y for a conditional generator: random classes, or `class_name` fixed (`set_class`)."""
     if labels is None:
         if class_name:
             raise PipelineError("--class needs a conditional model (this generator has no labels)")
@@ -103,24 +104,29 @@ def labels_for(
     from pipeline.models.config import ClassSpec
     from pipeline.training.noise import random_labels
 
-    groups = labels["groups"]
-    y = random_labels(ClassSpec(tuple(groups), labels["binary"]), n, "cpu", generator)
+    y = random_labels(ClassSpec(tuple(labels["groups"]), labels["binary"]), n, "cpu", generator)
     if class_name:
-        names, attrs = labels["group_names"], labels["attr_names"]
-        wanted = class_name.split(",")
-        if attrs and set(wanted) <= set(attrs):
-            for a, attr in enumerate(attrs):
-                y[:, len(groups) + a] = int(attr in wanted)
-            return y
-        group, _, value = class_name.rpartition("=")
-        if not names or (group and group not in names):
-            known = ", ".join(names) + (f"; attributes: {', '.join(attrs)}" if attrs else "")
-            raise PipelineError(f"no label group or attribute {class_name!r}; groups: {known}")
-        g = names.index(group) if group else 0
-        classes = labels["class_names"][g]
-        if value not in classes:
-            raise PipelineError(
-                f"no class {value!r} in group {names[g]}; classes: {', '.join(classes)}"
-            )
-        y[:, g] = classes.index(value)
+        set_class(y, labels, class_name)
     return y
+
+
+def set_class(y: torch.Tensor, labels: dict, class_name: str) -> None:
+    """Fix `class_name` in every row of y, the other groups left as they are: a class of the
+    first group (`blue`), `group=class` (`eyes=red`), or a comma list of binary attributes to
+    switch on (`Male,Smiling`; the others off)."""
+    groups, names, attrs = labels["groups"], labels["group_names"], labels["attr_names"]
+    wanted = class_name.split(",")
+    if attrs and set(wanted) <= set(attrs):
+        for a, attr in enumerate(attrs):
+            y[:, len(groups) + a] = int(attr in wanted)
+        return
+    group, _, value = class_name.rpartition("=")
+    if not names or (group and group not in names):
+        known = ", ".join(names) + (f"; attributes: {', '.join(attrs)}" if attrs else "")
+        raise PipelineError(f"no label group or attribute {class_name!r}; groups: {known}")
+    g = names.index(group) if group else 0
+    classes = labels["class_names"][g]
+    if value not in classes:
+        listed = ", ".join(classes)
+        raise PipelineError(f"no class {value!r} in group {names[g]}; classes: {listed}")
+    y[:, g] = classes.index(value)

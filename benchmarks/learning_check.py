@@ -59,6 +59,7 @@ from pipeline.models import build_generator
 from pipeline.training.config import load_train_config
 from pipeline.training.images import to_images
 from pipeline.training.noise import sample_z
+from pipeline.training.diagnostics import Diagnostics
 from pipeline.training.runner import LocalContext, run_worker
 
 SIZE = 32
@@ -190,10 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         budget_s = args.minutes * 60
         started = time.perf_counter()
 
+        # The run's diagnostics over all its epochs (each run_worker call below is one epoch,
+        # so the task's own history would restart every epoch).
+        diagnostics, warnings = Diagnostics(), []
+
         def on_report(report) -> None:
             metrics, grid = report.metrics, report.grid
             metrics["minutes"] = (time.perf_counter() - started) / 60
             reports.append(metrics)
+            warnings.extend(f.message for f in diagnostics.update(metrics))
             grids[metrics["epoch"]] = grid
             print(epoch_row(metrics), flush=True)
 
@@ -243,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{last['color_gap']:.3f} after epoch {last['epoch']}",
         ),
         (small, f"final color_gap {last['color_gap']:.3f} < {GAP_LIMIT}"),
+        (not warnings, "no diagnostic warning" + (f": {'; '.join(warnings)}" if warnings else "")),
     ]
     for ok, text in checks:
         print(f"  [{'ok' if ok else 'FAILED'}] {text}")
-    passed = finite and closer and small
+    passed = finite and closer and small and not warnings
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 

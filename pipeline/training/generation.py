@@ -18,6 +18,7 @@ from torch import nn
 
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
+from pipeline.training.diagnostics import Diagnostics
 from pipeline.training.images import to_uint8
 from pipeline.training.noise import random_labels, sample_z
 from pipeline.training.objective import Objective, gan_phases, judge
@@ -53,6 +54,7 @@ class GenerationTask:
         self.opt_d = make_optimizer(config.optim, D.parameters(), config.optim.lr_d)
         self.phases = gan_phases(config)
         self.objective = Objective(config, self.classes, D)
+        self.diagnostics = Diagnostics(wasserstein=self.objective.wasserstein)
 
     # -- what the runner saves, restores and distributes ------------------------------------
 
@@ -170,6 +172,10 @@ class GenerationTask:
         norm = grad_norm(net)
         optimizer.step()
         return norm
+
+    def diagnose(self, metrics: dict[str, float]) -> list:
+        """What the report's statistics say is going wrong (`pipeline.training.diagnostics`)."""
+        return self.diagnostics.update(metrics)
 
     def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
         return image_summaries(values)

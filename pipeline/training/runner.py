@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +52,7 @@ class Report:
     row_names: list[str]  # one per grid row of a conditional model ([] otherwise)
     checkpoint_dir: Path | None
     fid_protocol: dict | None  # how the FID numbers in `metrics` were made, when there are any
+    findings: list = field(default_factory=list)  # diagnostics that newly hold (`diagnose`)
 
 
 class Task(Protocol):
@@ -68,6 +69,7 @@ class Task(Protocol):
     def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]: ...
     def fixed_samples(self, rows: int, columns: int) -> None: ...  # what every grid shows
     def sample_grid(self) -> tuple[object, list[str]]: ...  # a PIL image and its row names
+    def diagnose(self, metrics: dict[str, float]) -> list: ...  # findings, said once (rank 0)
     def generate(self, n: int, generator: torch.Generator) -> np.ndarray: ...  # for FID
 
 
@@ -264,10 +266,13 @@ def _report(
             # The grid first: its forward (batch statistics) touches G_ema's BN buffers, and
             # the checkpoint keeps them as they are after it.
             grid, row_names = task.sample_grid()
+            findings = task.diagnose(metrics)
+            for finding in findings:  # on the console as it happens; tagged by on_report
+                print(f"warning: {finding.message}", flush=True)
             folder = Path(tmp)
             state = {**about, **task.state_dict()}
             ckpt.save(folder / ckpt.FILE, state)
             if on_report is not None:
                 protocol = fid_evaluator.protocol if fid_evaluator is not None else None
-                on_report(Report(metrics, grid, row_names, folder, protocol))
+                on_report(Report(metrics, grid, row_names, folder, protocol, findings))
         ctx.report(metrics, folder)

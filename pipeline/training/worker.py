@@ -45,6 +45,9 @@ def train_loop(loop_config: dict) -> None:
             tracker.log_dict(report.fid_protocol, "fid/protocol.json")
         name = f"samples/epoch-{int(metrics['epoch']):03d}-step-{int(metrics['step']):07d}.png"
         tracker.log_image(report.grid, name, key="samples", step=step)
+        for finding in report.findings:  # said on the console by the runner; kept on the run
+            said = f"from step {step}: {finding.message}"
+            tracker.set_tags({f"pipeline.warning.{finding.name}": said})
         if report.row_names:  # the names the grid's left band shows, one per row, readable
             tracker.log_dict({"rows": report.row_names}, "samples/rows.json")
         tracker.log_artifact(folder / ckpt.FILE, "checkpoints")  # the last one, for --resume

@@ -114,6 +114,7 @@ def test_train_runs_end_to_end_with_two_workers(
         assert_grid_rows_are_named(store, run.info.run_id, tmp_path)
     if family == "wgan-gp":
         assert "loss_gp" in run.data.metrics and params["optim.n_critic"] == "5"
+    assert not [t for t in run.data.tags if t.startswith("pipeline.warning.")]  # healthy
     files = artifacts(store, run.info.run_id)
     assert {"config.yaml", "generator.pt", "checkpoints/checkpoint.pt"} <= files
     assert len([f for f in files if f.startswith("samples/epoch-")]) == 2
@@ -204,6 +205,18 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
     assert run.data.metrics["epoch"] == 10
     assert run.data.metrics["images_seen"] == 10 * 17 * 32
     assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
+
+
+def test_a_diagnostic_warning_is_said_and_tagged_on_the_run(cli, datasets, store):
+    """Every z the same (z_std 0): mode collapse, said on the console once and kept as the
+    run's tag `pipeline.warning.collapse`; the healthy runs above carry no warning tag."""
+    result = cli(*train_args("dcgan", datasets["anime"], 1, "--set", "z_std=0",
+                             "--report-every", "4"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: mode collapse") == 1, result.output[-2000:]
+    tags = only_run(store).data.tags
+    assert tags["pipeline.warning.collapse"].startswith("from step ")
+    assert "mode collapse" in tags["pipeline.warning.collapse"]
 
 
 def test_nonfinite_loss_fails_the_run_with_a_clear_message(cli, datasets, store):

@@ -5,11 +5,13 @@ bucket), a run survives losing a node and a sweep spreads over both."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from tests.ray_cluster import TwoNodeRay
 from tests.s3_server import BUCKET, S3Server
 from tests.train_fixtures import anime_dataset
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
 
 
@@ -104,7 +107,8 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
     node) from the bucket, its checkpoints in the bucket, logging through an MLflow server on
     PostgreSQL whose artifacts land in the bucket; the worker node killed once a checkpoint
     exists and started again: the run finishes from that checkpoint, in the same MLflow run.
-    Then a 2-trial `pipeline tune` on the same cluster: both children in the server."""
+    Then a 2-trial `pipeline tune` on the same cluster, both children in the server, and a
+    `ray job submit` of a `pipeline train` whose run lands there too."""
     from mlflow import MlflowClient
 
     from pipeline import storage
@@ -133,7 +137,7 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
             env |= {"RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}
             train = subprocess.Popen(
                 [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", data,
-                 "--epochs", "8", "--workers", "2", "--batch-size", "32", *SMALL],
+                 "--epochs", "6", "--workers", "2", "--batch-size", "32", *SMALL],
                 env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 start_new_session=True,
             )  # fmt: skip
@@ -157,8 +161,8 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
 
             client = MlflowClient(tracking)
             (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-            assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 8
-            assert run.data.metrics["images_seen"] == 8 * (1800 // 32) * 32
+            assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 6
+            assert run.data.metrics["images_seen"] == 6 * (1800 // 32) * 32
             assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
             stored = [path for path, _ in storage.listing(bucket, bucket.at(run.info.run_name))]
             assert any(p.endswith("checkpoint.pt") for p in stored), stored
@@ -187,6 +191,26 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
                 [e.experiment_id for e in client.search_experiments()],
                 "tags.`pipeline.sweep` = 'on-two-nodes'")]  # fmt: skip
             assert len(sweep) == 3 and all(r.info.status == "FINISHED" for r in sweep)
+
+            # `ray job submit` through the dashboard, as infra/kuberay/README.md shows: the
+            # job's variables in its runtime env, `pipeline` run on the cluster by Ray.
+            job_env = {k: env[k] for k in (*s3.env, "MLFLOW_TRACKING_URI", "PIPELINE_RUNS",
+                                           "PIPELINE_CACHE")}  # fmt: skip
+            submit = subprocess.run(
+                ["ray", "job", "submit", "--working-dir", str(REPO),
+                 "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
+                 "pipeline", "train", "dcgan", "--data", data, "--epochs", "1", "--workers", "2",
+                 "--set", "run_name=submitted", *SMALL],
+                env={**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{cluster.dashboard}"},
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            said = submit.stdout + submit.stderr
+            assert submit.returncode == 0 and "succeeded" in said, said[-3000:]
+            submitted = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                "tags.`mlflow.runName` = 'submitted'",
+            )
+            assert [r.info.status for r in submitted] == ["FINISHED"]
 
             env["PIPELINE_DATA"] = f"s3://{BUCKET}/data"
             status, said = doctor(env)

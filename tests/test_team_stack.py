@@ -1,12 +1,11 @@
 """The team stack as a new user starts it from mlflow/README.md: `mlflow/local-stack.sh up
 --auth` (PostgreSQL, SeaweedFS, `mlflow server` with basic auth, on 127.0.0.1), a `pipeline
 tune` pointed at it with the variables it prints; refused in one line without credentials,
-with a wrong password, once the server is gone; Ctrl-C stops all of it. Then the cluster path:
-`infra/local/two-node.sh` plus `ray job submit` of a `pipeline train` that logs into the stack."""
+with a wrong password, once the server is gone; Ctrl-C stops all of it. (`ray job submit` to
+`infra/local/two-node.sh` is in test_cluster_nodes, on the same kind of stack.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,6 @@ import pytest
 
 from tests.browser import free_port
 from tests.conftest import require_shared
-from tests.ray_cluster import TwoNodeRay
 from tests.train_fixtures import anime_dataset
 
 pytestmark = pytest.mark.slow
@@ -144,38 +142,3 @@ def test_a_sweep_logs_into_the_team_server_with_basic_auth(tmp_path):
             assert grids and all(size > 0 for size in grids.values())  # bytes in the bucket
     status, last, _ = pipeline("train", "dcgan", "--data", data, env={**base, **exported})
     assert status == 1 and "is not reachable" in last, last  # the stack is gone
-
-
-@pytest.mark.shared
-def test_ray_job_submit_to_two_nodes_logs_into_the_stack(tmp_path):
-    """`infra/local/two-node.sh` (the worker node with its own cache folder) and `ray job
-    submit --working-dir .` of a `pipeline train` with 2 workers, data and runs in the stack's
-    bucket: the job succeeds and its run is FINISHED in the stack's MLflow server."""
-    anime = require_shared("anime-mlds2018", "extra_data")
-    node_local = tmp_path / "node-local"
-    with local_stack(auth=False) as exported:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
-        env |= exported | {"PIPELINE_CACHE": str(node_local / "cache")}
-        data = "s3://mlflow/data/anime-32"
-        ingest = ["ingest", "images", "--root", anime, "--size", "32", "--out", data, "-j", "1"]
-        status, last, _ = pipeline(*ingest, env=env)
-        assert status == 0, last
-        with TwoNodeRay(tmp_path, private=[node_local]) as cluster:
-            job_env = {**{k: env[k] for k in exported}, "PIPELINE_RUNS": "s3://mlflow/runs",
-                       "PIPELINE_CACHE": env["PIPELINE_CACHE"]}  # fmt: skip
-            submit = subprocess.run(
-                ["ray", "job", "submit", "--working-dir", str(REPO),
-                 "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
-                 "pipeline", "train", "dcgan", "--data", data, "--epochs", "1", "--workers", "2",
-                 *SMALL],
-                env={**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{cluster.dashboard}",
-                     "RAY_AUTH_MODE": "token"},
-                capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            output = submit.stdout + submit.stderr
-            assert submit.returncode == 0 and "succeeded" in output, output[-3000:]
-        from mlflow import MlflowClient
-
-        client = MlflowClient(exported["MLFLOW_TRACKING_URI"])
-        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        assert run.info.status == "FINISHED" and run.data.params["workers"] == "2"

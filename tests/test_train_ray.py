@@ -213,7 +213,8 @@ def test_a_diagnostic_warning_is_said_and_tagged_on_the_run(cli, datasets, store
     result = cli(*train_args("dcgan", datasets["anime"], 1, "--set", "z_std=0",
                              "--report-every", "4"))  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.output.count("warning: mode collapse") == 1, result.output[-2000:]
+    # Said by rank 0 once (test_diagnostics); Ray's log forwarding may echo the line.
+    assert "warning: mode collapse" in result.output, result.output[-2000:]
     tags = only_run(store).data.tags
     assert tags["pipeline.warning.collapse"].startswith("from step ")
     assert "mode collapse" in tags["pipeline.warning.collapse"]

@@ -232,7 +232,7 @@ def test_nonfinite_loss_fails_the_run_with_a_clear_message(cli, datasets, store)
 def test_bad_inputs_fail_before_anything_starts(cli, datasets, store):
     mnist_like = datasets["celeba"]
     result = cli("train", "stylegan", "--data", mnist_like)
-    assert result.exit_code == 1 and "dcgan, acgan, wgan-gp" in result.stderr
+    assert result.exit_code == 1 and "dcgan, acgan, wgan, wgan-gp" in result.stderr
     result = cli("train", "dcgan", "--data", mnist_like, "--set", "model.norm_g=weird")
     assert_one_line_error(result, "weird")
     result = cli("train", "dcgan", "--data", mnist_like, "--batch-size", "33", "--workers", "2")

@@ -48,16 +48,14 @@ def local_copy(location: str | os.PathLike, say: Callable[[str], None] | None = 
             for shard in split["shards"]
             if not _verified(folder / shard["file"], shard["sha256"])
         ]
+
         # Several objects at once: one stream at a time left the copy at about half of what
         # boto3's download_file reaches on the same objects (benchmarks/loader.py --staged).
+        def copy(shard: dict) -> None:
+            storage.download(r, r.at(shard["file"]), folder / shard["file"], shard["sha256"])
+
         with ThreadPoolExecutor(max_workers=max(1, min(COPIES_AT_ONCE, len(missing)))) as pool:
-            for _ in pool.map(
-                lambda shard: storage.download(
-                    r, r.at(shard["file"]), folder / shard["file"], shard["sha256"]
-                ),
-                missing,
-            ):
-                pass
+            list(pool.map(copy, missing))  # list: a failed copy raises here
         for relative, _size in storage.listing(r, r.at("stats")):  # cached FID reference statistics
             target = folder / "stats" / relative
             if not target.is_file():

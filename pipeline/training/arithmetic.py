@@ -139,12 +139,13 @@ def latent_arithmetic(
         for i, (sign, name) in enumerate(terms)
     ]
     captions += ["= result"] + [f"+-{noise:g}"] * variations
-    columns = max(len(captions) - variations, variations)
-    pad = columns - (len(terms) + 1)
+    first_row = len(terms) + 1  # the group averages and the result
+    columns = max(first_row, variations)
+    pad = columns - first_row
     if pad:  # the first row padded with blank tiles, so the noisy results start a row
         blank = np.full((pad, *images.shape[1:]), 255, dtype=np.uint8)
-        images = np.concatenate([images[: len(terms) + 1], blank, images[len(terms) + 1 :]])
-        captions = captions[: len(terms) + 1] + [""] * pad + captions[len(terms) + 1 :]
+        images = np.concatenate([images[:first_row], blank, images[first_row:]])
+        captions = captions[:first_row] + [""] * pad + captions[first_row:]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images, nrow=columns, scale=max(1, 64 // images.shape[1]), captions=captions)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from stages import datasets, doctor, evaluate, ingest, quickstart, train, tune, ui
+from stages import complete, datasets, doctor, evaluate, ingest, quickstart, train, tune, ui
 
 app = typer.Typer(
     name="pipeline",
     help="A distributed experiment pipeline for GANs: ingest datasets into Arrow shards, "
-    "train and sweep GANs with Ray, compare runs in MLflow.",
+    "train and sweep GANs (and GLCIC image completion) with Ray, compare runs in MLflow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -22,6 +22,7 @@ app.command("sample")(train.sample)
 app.command("tune")(tune.tune)
 app.command("ui")(ui.ui)
 app.command("evaluate")(evaluate.evaluate)
+app.command("complete")(complete.complete)
 app.command("doctor")(doctor.doctor)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,8 +43,13 @@ def evaluate(
         str | None, typer.Option("--device", help="cpu | cuda (default: cuda when present).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of z and of the real subset.")] = 0,
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="GLCIC runs: a folder of binary masks for the holes."),
+    ] = None,
 ) -> None:
-    """FID and KID of a run's generator, logged into its MLflow run.
+    """FID and KID of a run's generator, logged into its MLflow run; for a GLCIC run, hole
+    and image L1 / PSNR / SSIM and the FID of its completions.
 
     Examples:
 
@@ -73,6 +79,7 @@ def evaluate(
         real=real,
         device=device,
         say=lambda line: typer.echo(line, err=True),
+        masks=str(masks) if masks else None,
     )
     line = "  ".join(f"{name} {value:.6g}" for name, value in result.scores.items())
     typer.echo(line)

@@ -60,7 +60,7 @@ def train(
     ] = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Train a GAN with DDP on Ray Train, logged to MLflow.
+    """Train a GAN (or GLCIC image completion) with DDP on Ray Train, logged to MLflow.
 
     Examples:
 
@@ -71,6 +71,8 @@ def train(
       pipeline train wgan-gp --data lsun-bedroom-64 --gpus-per-worker 1 --workers 4
 
       pipeline train dcgan --data celeba-64 --fid-every 5 --fid-samples 10000
+
+      pipeline train glcic --data celeba-64 --epochs 20 --set completion.alpha=4e-4
     """
     from pipeline.config import to_dict
     from pipeline.training.config import load_train_config
@@ -102,11 +104,14 @@ def train(
     from pipeline.training.driver import train as run
 
     result = run(cfg, resume=resume)
+    m = result.metrics
+    shown = (
+        ("loss_d", "loss_c", "psnr_hole", "ssim_hole") if model == "glcic" else ("loss_d", "loss_g")
+    )
     typer.echo(
         f"run {result.run_name} ({result.run_id}) {result.status}: epoch "
-        f"{result.metrics.get('epoch')}, {result.metrics.get('images_seen')} images, "
-        f"loss_d {result.metrics.get('loss_d', float('nan')):.3f}, "
-        f"loss_g {result.metrics.get('loss_g', float('nan')):.3f}"
+        f"{m.get('epoch')}, {m.get('images_seen')} images, "
+        + ", ".join(f"{name} {m.get(name, float('nan')):.3f}" for name in shown)
         + "".join(
             f", {name} {result.metrics[name]:.4g}"
             for name in ("fid", "kid", "fid_standin", "kid_standin")

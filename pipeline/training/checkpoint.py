@@ -20,8 +20,11 @@ FORMAT = "pipeline-gan-checkpoint"
 VERSION = 1
 FILE = "checkpoint.pt"
 GENERATOR_FILE = "generator.pt"
-# What `pipeline sample` / `evaluate` need of a run: G_ema and how to build it, nothing to train.
-GENERATOR_KEYS = ("config", "labels", "image", "G_ema", "epoch", "step", "images_seen")
+COMPLETION_FILE = "completion.pt"
+# What using a trained model needs of a run besides its task's EXPORT (G_ema; C and the mean
+# pixel): how to build it and how far it trained, nothing to train on.
+ABOUT_KEYS = ("config", "labels", "image", "epoch", "step", "images_seen")
+GENERATOR_KEYS = (*ABOUT_KEYS, "G_ema")
 
 
 def save(path: Path, state: dict) -> Path:
@@ -44,10 +47,10 @@ def save(path: Path, state: dict) -> Path:
     return path
 
 
-def save_generator(state: dict, path: Path) -> Path:
-    """The generator-only file of a training checkpoint's `state` (a run's final G_ema, a
-    sweep's exported best): smaller, and all that sampling needs."""
-    return save(path, {key: state[key] for key in GENERATOR_KEYS})
+def save_generator(state: dict, path: Path, export: tuple[str, ...] = ("G_ema",)) -> Path:
+    """The model-only file of a training checkpoint's `state` (a run's final G_ema, or C for
+    a completion run; a sweep's exported best): smaller, and all that using it needs."""
+    return save(path, {key: state[key] for key in (*ABOUT_KEYS, *export)})
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -10,6 +10,11 @@
              paper: Adam made its critic unstable).
     wgan-gp  Gulrajani et al. 2017: critic without batch norm (layer norm), gradient penalty 10,
              5 critic steps per G step, Adam(1e-4, 0.0, 0.9).
+    glcic    Iizuka et al. 2017 image completion: C alone on the reconstruction loss in the
+             hole (the first 18% of the run), D alone (2%), then both with alpha = 0.0004 x
+             the adversarial loss; MSE reconstruction, holes 0.375-0.5 of the side, a local
+             patch of half the side. Adam(4e-4, 0.9, 0.999) as mmagic (the paper: Adadelta,
+             `--set optim.optimizer=adadelta --set optim.lr_g=1 --set optim.lr_d=1`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: Literal["adam", "rmsprop"] = "adam"  # for G and D (betas: Adam only)
+    optimizer: Literal["adam", "rmsprop", "adadelta"] = "adam"  # for G and D (betas: Adam only)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -48,8 +53,26 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class CompletionConfig:
+    """GLCIC's own settings (family glcic): the objective, the masks, the phases."""
+
+    alpha: float = 0.0004  # weight of C's adversarial loss against its reconstruction loss
+    reconstruction: Literal["mse", "l1"] = "mse"  # in the hole (the paper: MSE; mmagic: L1)
+    masks: Literal["boxes", "centre", "folder"] = "boxes"  # registry MASKS
+    mask_dir: str = ""  # masks: folder: binary PNG masks (white = hole) of the image's size
+    hole_min: float = 0.375  # box side, as a fraction of the image side (the paper: 96 of 256)
+    hole_max: float = 0.5  # (128 of 256); centre: hole_max is the square's side
+    local: float = 0.5  # side of the local discriminator's patch / the image side
+    phase_unit: Literal["fraction", "epochs", "images"] = "fraction"  # of tc and td
+    tc: float = 0.18  # C alone on the reconstruction loss (the paper: 90k of 500k iterations)
+    td: float = 0.02  # then D alone (10k of 500k); then both until the end
+    eval_images: int = 64  # the fixed evaluation set of (image, mask) pairs, each report
+    eval_split: str = ""  # default: val, else test, else the training split
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    family: Literal["dcgan", "acgan", "wgan", "wgan-gp"] = "dcgan"
+    family: Literal["dcgan", "acgan", "wgan", "wgan-gp", "glcic"] = "dcgan"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: str = "nsgan"
     lambda_cls: float = 1.0  # weight of the ACGAN class loss against the adversarial loss
@@ -60,6 +83,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fid: FidConfig = field(default_factory=FidConfig)  # FID/KID every `fid.every` epochs
+    completion: CompletionConfig = field(default_factory=CompletionConfig)  # glcic only
     epochs: int = 5
     batch_size: int = 128  # global: split across workers
     seed: int = 0
@@ -95,6 +119,12 @@ PRESETS: dict[str, dict] = {
         "lambda_gp": 10.0,
         "model": {"norm_d": "layer"},
         "optim": {"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "n_critic": 5},
+    },
+    "glcic": {
+        "family": "glcic",
+        "loss": "nsgan",
+        "optim": {"lr_g": 4e-4, "lr_d": 4e-4, "beta1": 0.9, "beta2": 0.999, "ema": 0.0},
+        "batch_size": 32,
     },
 }
 FAMILIES = tuple(PRESETS)
@@ -159,10 +189,45 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"lambda_cls={config.lambda_cls} must be >= 0")
     if config.fid.every:
         check_fid(config.fid)
+    if config.family == "glcic":
+        check_completion(config)
     if not config.conditional and (config.data.attrs or config.data.groups):
         raise ConfigError(
             f"{config.family} is unconditional: data.attrs / data.groups need `acgan`"
         )
+
+
+def check_completion(config: TrainConfig) -> None:
+    """GLCIC's settings that can be judged before the dataset is known."""
+    c = config.completion
+    if c.alpha < 0:
+        raise ConfigError(f"completion.alpha={c.alpha} must be >= 0 (0: no adversarial loss)")
+    if not 0 < c.hole_min <= c.hole_max < 1:
+        raise ConfigError(
+            f"completion.hole_min={c.hole_min} and hole_max={c.hole_max} must satisfy "
+            "0 < hole_min <= hole_max < 1 (fractions of the image side)"
+        )
+    if c.hole_max > c.local:
+        raise ConfigError(
+            f"a hole of up to {c.hole_max} of the side is bigger than the local "
+            f"discriminator's patch ({c.local} of the side): raise completion.local or lower "
+            "completion.hole_max"
+        )
+    if c.masks == "folder" and not c.mask_dir:
+        raise ConfigError("completion.masks=folder needs completion.mask_dir=FOLDER of PNG masks")
+    if c.tc < 0 or c.td < 0:
+        raise ConfigError(f"completion.tc={c.tc} and td={c.td} cannot be negative")
+    run = {"fraction": 1.0, "epochs": float(config.epochs)}.get(c.phase_unit)
+    if run is not None and c.tc + c.td > run:
+        unit = "of the run" if c.phase_unit == "fraction" else "epochs"
+        raise ConfigError(
+            f"the phases C alone ({c.tc}) and D alone ({c.td}) are longer than the run "
+            f"({run:g} {unit}): shorten completion.tc / completion.td"
+        )
+    if c.eval_images < 1:
+        raise ConfigError(f"completion.eval_images={c.eval_images} must be at least 1")
+    if config.optim.n_critic != 1:
+        raise ConfigError("glcic updates D and C once per step: optim.n_critic must be 1")
 
 
 def _merge(base: dict, update: dict) -> dict:

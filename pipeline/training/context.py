@@ -80,3 +80,5 @@ class DataShape:
     image_size: int
     channels: int
     label_plan: LabelPlan | None  # what a conditional model conditions on
+    path: str = ""  # the dataset on this node (a task may read more of it: an evaluation set)
+    steps_per_epoch: int = 0  # this rank's batches per epoch

@@ -53,7 +53,12 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
             f"dataset {manifest['name']} has no split {config.data.split!r}; it has: "
             f"{', '.join(manifest['splits'])}"
         )
-    check_config(config.model, config.loss, image_size=manifest["image"]["height"])
+    if config.family == "glcic":
+        from pipeline.training.completion import check_dataset
+
+        check_dataset(config, manifest)
+    else:
+        check_config(config.model, config.loss, image_size=manifest["image"]["height"])
     syncing = [n for n in (config.model.norm_g, config.model.norm_d) if get_norm(n).syncs]
     if syncing and config.gpus_per_worker == 0 and config.workers > 1:
         raise ConfigError(

@@ -37,7 +37,10 @@ def evaluate(
     real: str | None = None,
     device: str | None = None,
     say: Callable[[str], None] = lambda line: None,
+    masks: str | None = None,
 ) -> Evaluation:
+    """FID / KID of a GAN run's generator; the completion metrics of a GLCIC run
+    (`pipeline.training.evaluate_completion`: `masks` is a folder of masks for them)."""
     from pipeline.metrics.fid import (
         Embedder,
         dataset_reference,
@@ -47,14 +50,23 @@ def evaluate(
         scores,
     )
     from pipeline.metrics.weights import resolve
-    from pipeline.training.checkpoint import config_from_checkpoint
+    from pipeline.training.checkpoint import GENERATOR_FILE, config_from_checkpoint
     from pipeline.training.images import to_uint8
     from pipeline.training.noise import sample_z
-    from pipeline.training.sample import labels_for, load_generator
+    from pipeline.training.sample import generator_from_state, labels_for, load_state
 
     check_fid(replace(fid, every=max(fid.every, 1)))
-    G, state = load_generator(source)
+    state = load_state(source, GENERATOR_FILE)
     handle = None if Path(source).expanduser().exists() else _run(source)
+    if "C" in state:
+        if real is not None:
+            raise PipelineError("--real is for GAN runs; a GLCIC run is scored on --data's split")
+        from pipeline.training.evaluate_completion import evaluate_completion
+
+        return evaluate_completion(state, handle, fid, data, masks, device, say)
+    if masks is not None:
+        raise PipelineError("--masks is for GLCIC runs (image completion), not GAN runs")
+    G, state = generator_from_state(state, source)
     config = config_from_checkpoint(state)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 

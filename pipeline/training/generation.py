@@ -28,6 +28,9 @@ from pipeline.training.stats import channel_stats, diversity, grad_norm, image_s
 class GenerationTask:
     """G(z, y) against D(x, y); G_ema for samples, grids and FID."""
 
+    EXPORT = ("G_ema",)  # what `pipeline sample` / `evaluate` need of a checkpoint
+    EXPORT_FILE = "generator.pt"
+
     def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         """Build G and D on `setup.device` for `data` (image size, channels, label plan).
         The caller seeds torch first, so every rank starts from the same weights."""
@@ -173,6 +176,9 @@ class GenerationTask:
         optimizer.step()
         return norm
 
+    def boundary(self, step: int) -> bool:
+        return False  # no phases: reports come every `report_every` steps and each epoch
+
     def diagnose(self, metrics: dict[str, float]) -> list:
         """What the report's statistics say is going wrong (`pipeline.training.diagnostics`)."""
         return self.diagnostics.update(metrics)
@@ -231,14 +237,16 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-# The optimizers G and D can train with (`optim.optimizer`): Adam with the config's betas, or
+# The optimizers the networks can train with (`optim.optimizer`): Adam with the config's betas,
 # RMSProp without momentum, as WGAN trains (Arjovsky et al. 2017: momentum-based optimizers
-# made its critic unstable).
+# made its critic unstable), or Adadelta, as GLCIC trains (Iizuka et al. 2017; its lr scales
+# the computed update: 1.0 is Zeiler's).
 OPTIMIZERS = {
     "adam": lambda params, lr, optim: torch.optim.Adam(
         params, lr=lr, betas=(optim.beta1, optim.beta2)
     ),
     "rmsprop": lambda params, lr, optim: torch.optim.RMSprop(params, lr=lr),
+    "adadelta": lambda params, lr, optim: torch.optim.Adadelta(params, lr=lr),
 }
 
 

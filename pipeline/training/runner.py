@@ -3,8 +3,8 @@
 It owns what every task shares: devices and precision, this rank's slice of the shards and
 its epochs, DDP, the position (epoch, batch, step, images seen) and resuming it, reports
 (metrics reduced over ranks, the sample grid, FID) and checkpoints. A task owns its models
-and its step: `generation` is the GAN families (`pipeline.training.generation`); TASKS maps
-each model family to its task.
+and its step: `generation` is the GAN families (`pipeline.training.generation`), `completion` is
+GLCIC (`pipeline.training.completion`); TASKS maps each model family to its task.
 
 It needs no Ray: a `WorkerContext` says who we are and where reports and checkpoints go
 (`pipeline.training.context`).
@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from pipeline.config import to_dict
 from pipeline.training import checkpoint as ckpt
+from pipeline.training.completion import CompletionTask
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, LocalContext, Setup, WorkerContext
 from pipeline.training.generation import GenerationTask
@@ -37,6 +38,7 @@ TASKS: dict[str, type[Task]] = {
     "acgan": GenerationTask,
     "wgan": GenerationTask,
     "wgan-gp": GenerationTask,
+    "glcic": CompletionTask,
 }
 
 __all__ = ["LocalContext", "Report", "TASKS", "Task", "lr_factor", "run_worker"]
@@ -57,7 +59,12 @@ class Report:
 
 class Task(Protocol):
     """A task owns its models, their optimizers and its step; built with
-    `Task(config, setup, shape)` after the runner seeds torch (same weights on every rank)."""
+    `Task(config, setup, shape)` after the runner seeds torch (same weights on every rank).
+    EXPORT names the state a trained model is used with, written at the end of a run to
+    EXPORT_FILE (`pipeline sample` reads generator.pt, `pipeline complete` completion.pt)."""
+
+    EXPORT: tuple[str, ...]
+    EXPORT_FILE: str
 
     def state_dict(self) -> dict: ...  # models and optimizers, for the checkpoint
     def load_state_dict(self, state: dict) -> None: ...
@@ -66,7 +73,8 @@ class Task(Protocol):
     def step(
         self, x: torch.Tensor, y: torch.Tensor | None, step: int
     ) -> tuple[dict, torch.Tensor]: ...
-    def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]: ...
+    def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]: ...  # at a report
+    def boundary(self, step: int) -> bool: ...  # a report is due after `step` (a phase ended)
     def fixed_samples(self, rows: int, columns: int) -> None: ...  # what every grid shows
     def sample_grid(self) -> tuple[object, list[str]]: ...  # a PIL image and its row names
     def diagnose(self, metrics: dict[str, float]) -> list: ...  # findings, said once (rank 0)
@@ -131,7 +139,7 @@ def run_worker(
         columns=label_plan.columns if label_plan else [],
         rows=label_plan.labelled_rows(dataset) if label_plan else None,
     )
-    shape = DataShape(dataset.shape[0], dataset.shape[2], label_plan)
+    shape = DataShape(dataset.shape[0], dataset.shape[2], label_plan, dataset_path, len(loader))
 
     # Build the task's models, the same initial weights on every rank.
     torch.manual_seed(config.seed)
@@ -156,7 +164,11 @@ def run_worker(
     about_run = {
         "config": to_dict(config),
         "labels": label_plan.to_dict() if label_plan else None,
-        "image": {"size": shape.image_size, "channels": shape.channels},
+        "image": {
+            "size": shape.image_size,
+            "channels": shape.channels,
+            "recipe": dataset.manifest.get("recipe"),  # how other images are made to fit
+        },
     }
     meter = Meter()
     last: dict = {}
@@ -195,7 +207,8 @@ def run_worker(
             end_of_epoch = position.batch_in_epoch == steps_per_epoch
             if end_of_epoch:
                 position.epoch, position.batch_in_epoch = position.epoch + 1, 0
-            if not finite or position.step % report_every == 0 or end_of_epoch:
+            due = position.step % report_every == 0 or task.boundary(position.step)
+            if not finite or due or end_of_epoch:
                 elapsed = time.perf_counter() - tick
                 reduced = meter.reduce(world)
                 metrics = {

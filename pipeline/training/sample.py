@@ -14,12 +14,10 @@ import torch
 from pipeline.errors import PipelineError
 
 
-def load_generator(source: str):
-    """(G_ema in eval mode, its checkpoint state) from a path or an MLflow run id."""
-    from pipeline.models import build_generator
-    from pipeline.models.config import ClassSpec
+def load_state(source: str, model_file: str) -> dict:
+    """A checkpoint's state from a path, or from an MLflow run id: its `model_file` (the
+    final model alone), else its last `checkpoints/checkpoint.pt`."""
     from pipeline.training import checkpoint as ckpt
-    from pipeline.training.checkpoint import config_from_checkpoint
 
     path = Path(source).expanduser()
     if not path.exists():
@@ -27,13 +25,33 @@ def load_generator(source: str):
 
         uri = tracking.tracking_uri()
         handle = tracking.find_run(uri, source)
-        path = tracking.download_artifact(handle, "generator.pt") or tracking.download_artifact(
+        path = tracking.download_artifact(handle, model_file) or tracking.download_artifact(
             handle, "checkpoints/checkpoint.pt"
         )
         if path is None:
-            raise PipelineError(f"MLflow run {source} has no generator or checkpoint yet")
-    state = ckpt.load(path)
+            raise PipelineError(f"MLflow run {source} has no model or checkpoint yet")
+    return ckpt.load(path)
+
+
+def load_generator(source: str):
+    """(G_ema in eval mode, its checkpoint state) from a path or an MLflow run id."""
+    from pipeline.training import checkpoint as ckpt
+
+    return generator_from_state(load_state(source, ckpt.GENERATOR_FILE), source)
+
+
+def generator_from_state(state: dict, source: str):
+    """(G_ema in eval mode, the state) from a loaded checkpoint state."""
+    from pipeline.models import build_generator
+    from pipeline.models.config import ClassSpec
+    from pipeline.training.checkpoint import config_from_checkpoint
+
     config = config_from_checkpoint(state)
+    if "G_ema" not in state:
+        raise PipelineError(
+            f"{source} is a {config.family} run, which completes images rather than drawing "
+            "them: use `pipeline complete RUN --images ... --out ...`"
+        )
     labels = state.get("labels")
     classes = ClassSpec(groups=tuple(labels["groups"]), binary=labels["binary"]) if labels else None
     G = build_generator(config.model, state["image"]["size"], state["image"]["channels"], classes)

@@ -19,7 +19,7 @@ def train_loop(loop_config: dict) -> None:
     from pipeline import tracking
     from pipeline.config import from_dict
     from pipeline.training import checkpoint as ckpt
-    from pipeline.training.runner import Report, run_worker
+    from pipeline.training.runner import TASKS, Report, run_worker
 
     _quiet_report_log()
     config = from_dict(TrainConfig, loop_config["config"])
@@ -52,9 +52,11 @@ def train_loop(loop_config: dict) -> None:
             tracker.log_dict({"rows": report.row_names}, "samples/rows.json")
         tracker.log_artifact(folder / ckpt.FILE, "checkpoints")  # the last one, for --resume
         if metrics["epoch"] >= config.epochs and not metrics.get("nonfinite"):
-            # The final generator alone (G_ema and what it needs), for `pipeline sample`.
+            # The final model alone (G_ema, or C, and what it needs), for `pipeline sample` /
+            # `pipeline complete`.
+            task = TASKS[config.family]
             state = ckpt.load(folder / ckpt.FILE)
-            tracker.log_artifact(ckpt.save_generator(state, folder / ckpt.GENERATOR_FILE))
+            tracker.log_artifact(ckpt.save_generator(state, folder / task.EXPORT_FILE, task.EXPORT))
 
     run_worker(config, context, loop_config["dataset"], on_report)
 

@@ -239,25 +239,27 @@ def _summary_folder(plan: SweepPlan) -> Path:
 
 
 def export_best(plan: SweepPlan, result: SweepResult, folder: str | None, name: str | None) -> None:
-    """The best trial's generator (G_ema of its best epoch): to a folder, to the registry."""
+    """The best trial's model (G_ema, or C, of its best epoch): to a folder, to the registry."""
     import tempfile
 
     from pipeline import tracking
     from pipeline.training import checkpoint as ckpt
+    from pipeline.training.runner import TASKS
 
     best = result.best
     if best is None or not best.checkpoint:
         raise PipelineError(f"sweep {plan.name}: the best trial left no checkpoint to export")
     state = ckpt.load(ckpt.local_folder(best.checkpoint) or best.checkpoint)
+    task = TASKS[state["config"]["family"]]
     if folder:
         result.exported = ckpt.save_generator(
-            state, Path(folder).expanduser() / ckpt.GENERATOR_FILE
+            state, Path(folder).expanduser() / task.EXPORT_FILE, task.EXPORT
         )
     if name:
         handle = tracking.find_run(plan.uri, best.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             tracking.Tracker(handle).log_artifact(
-                ckpt.save_generator(state, Path(tmp) / ckpt.GENERATOR_FILE), "best"
+                ckpt.save_generator(state, Path(tmp) / task.EXPORT_FILE, task.EXPORT), "best"
             )
         version = tracking.register_model(handle, "best", name)
         result.registered = f"{name} version {version}"

@@ -27,7 +27,8 @@ class TrialStatus(Callback):
         print(f"trial {trial.trial_id} started: {describe(trial.config)}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        shown = [key for key in (self.plan.metric, "loss_d", "loss_g") if key in result]
+        keys = (self.plan.metric, "phase", "loss_d", "loss_g", "loss_c")
+        shown = [key for key in dict.fromkeys(keys) if key in result]
         values = ", ".join(f"{key} {result[key]:.4g}" for key in shown)
         print(f"trial {trial.trial_id} epoch {result.get('epoch')}: {values}", flush=True)
 

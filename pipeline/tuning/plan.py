@@ -200,13 +200,23 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
             "PBT trains in segments and optim.schedule=linear decays over each one; use "
             "constant or step with --scheduler pbt"
         )
+    if scheduler == "pbt" and base.family == "glcic" and base.completion.phase_unit == "fraction":
+        raise ConfigError(
+            "PBT trains in segments and completion.phase_unit=fraction would scale the phases "
+            "to each one; give them in epochs (--set completion.phase_unit=epochs)"
+        )
     dataset_path, manifest = prepare(base)
 
     def build(values: dict) -> None:
         from pipeline.models import check_config
 
         trial = load_train_config(config.model, base=to_dict(base), options=values)
-        check_config(trial.model, trial.loss, image_size=manifest["image"]["height"])
+        if trial.family == "glcic":
+            from pipeline.training.completion import check_dataset
+
+            check_dataset(trial, manifest)
+        else:
+            check_config(trial.model, trial.loss, image_size=manifest["image"]["height"])
 
     # The --set values win over the fixed ones, so the space's values are tried on the base.
     check_values(replace(space, fixed={}), build)

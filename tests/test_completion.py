@@ -290,3 +290,52 @@ def test_diagnostics_fire_when_d_overpowers_c(celeba64, tmp_path):
     names = [f.name for r in reports for f in r.findings]
     assert "no_adversarial" in names, [r.metrics["loss_d"] for r in reports]
     assert names.count("no_adversarial") == 1  # said once
+
+
+@pytest.mark.shared
+def test_poisson_blend_keeps_the_pixels_outside_the_hole(cli, trained, tmp_path):
+    pytest.importorskip("cv2")
+    ctx, _ = trained
+    pixels = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    checkpoint = ctx.resume_from / "checkpoint.pt"
+    result = cli("complete", checkpoint, "--images", tmp_path / "p.png", "--out",
+                 tmp_path / "out", "--box", "20,16,20,24", "--blend", "poisson")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    done = np.asarray(Image.open(tmp_path / "out" / "p.png"))
+    hole = np.zeros((64, 64), bool)
+    hole[16:40, 20:40] = True
+    assert np.array_equal(done[~hole], pixels[~hole])
+
+
+@pytest.mark.shared
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(celeba64, tmp_path):
+    phases = ["completion.phase_unit=epochs", "completion.tc=0.3", "completion.td=0.2",
+              "completion.eval_images=8"]  # fmt: skip
+    _, straight = run_locally(celeba64, tmp_path / "straight", "epochs=2", *phases)
+    ctx, _ = run_locally(celeba64, tmp_path / "resumed", "epochs=1", *phases)
+    from pipeline.training.runner import run_worker
+
+    config = load_train_config(
+        "glcic", overrides=[f"data.dataset={celeba64}", *NARROW, "epochs=2", *phases]
+    )
+    resumed = []
+    run_worker(config, ctx, str(celeba64), resumed.append)
+    assert resumed[-1].metrics["step"] == straight[-1].metrics["step"]
+    for key in ("loss_c", "loss_d", "l1_hole", "psnr_hole", "ssim"):
+        assert resumed[-1].metrics[key] == pytest.approx(straight[-1].metrics[key], rel=1e-5), key
+
+
+@pytest.mark.shared
+def test_datasets_the_networks_cannot_take_fail_before_anything_starts(cli, celeba64, tmp_path):
+    from pipeline.data.ingest import IngestOptions, ingest
+    from pipeline.data.sources.celeba import CelebaSource
+
+    small = tmp_path / "celeba-32"
+    ingest(CelebaSource(require_shared("celeba"), size=32),
+           IngestOptions(out=str(small), size=32, workers=1, limit=64))  # fmt: skip
+    result = cli("train", "glcic", "--data", small, "--batch-size", "16")
+    assert_one_line_error(result, "64, 128, 256 px", "32 px")
+    result = cli("train", "glcic", "--data", celeba64, "--set", "completion.masks=folder",
+                 "--set", f"completion.mask_dir={tmp_path / 'nowhere'}")  # fmt: skip
+    assert_one_line_error(result, "mask folder", "does not exist")

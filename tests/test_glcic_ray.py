@@ -7,6 +7,13 @@ Slow: each fit pays Ray Train's start-up.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.parse
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,17 +87,52 @@ def test_train_glcic_with_two_workers_then_complete_and_evaluate(cli, celeba64, 
     assert_one_line_error(cli("sample", run_id, "--out", tmp_path / "s.png"), "pipeline complete")
 
 
-def test_tune_glcic_ranks_trials_by_hole_psnr(cli, celeba64, store):
-    result = cli("tune", "glcic", "--data", celeba64, "--samples", "2", "--max-epochs", "1",
+def test_tune_glcic_sweep_compares_in_the_mlflow_ui(cli, celeba64, store):
+    """A 4-trial ASHA sweep of the shipped space (phases pinned short), then `pipeline ui` in
+    headless Chromium: the trials side by side with their alpha and hole PSNR."""
+    result = cli("tune", "glcic", "--data", celeba64, "--samples", "4", "--max-epochs", "1",
                  "--workers-per-trial", "1", "--name", "glcic-sweep", "--set", "batch_size=16",
                  "--set", "completion.tc=0.2", "--set", "completion.td=0.1", *NARROW)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "psnr_hole" in result.stdout
+    assert "psnr_hole" in result.stdout  # the per-trial lines and the table rank by it
     runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
-    assert all(
-        "psnr_hole" in r.data.metrics and "completion.alpha" in r.data.params for r in trials
-    )
-    alphas = {r.data.params["completion.alpha"] for r in trials}
-    assert len(alphas) == 2  # searched
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    assert all("psnr_hole" in r.data.metrics for r in trials)
+    assert len({r.data.params["completion.alpha"] for r in trials}) == 4  # searched
+
+    from tests.browser import Browser, free_port, require_chromium
+
+    chromium = require_chromium()
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "stages.cli", "ui", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    browser = None
+    try:
+        line = ""
+        while "MLflow UI:" not in line:
+            line = server.stdout.readline()
+            assert line or server.poll() is None, "pipeline ui exited early"
+        ids = json.dumps([t.info.run_id for t in trials])
+        query = urllib.parse.urlencode(
+            {"runs": ids, "experiments": json.dumps([trials[0].info.experiment_id])}
+        )
+        browser = Browser(*chromium)
+        browser.open(f"http://127.0.0.1:{port}/#/compare-runs?{query}")
+        text = browser.wait_for_text("Comparing 4 Runs", "completion.alpha")
+        for trial in trials:
+            assert trial.info.run_name in text
+        best = max(trials, key=lambda t: t.data.metrics["psnr_hole"])
+        browser.open(f"http://127.0.0.1:{port}/#/experiments/{best.info.experiment_id}/runs/"
+                     f"{best.info.run_id}")  # fmt: skip
+        value = repr(best.data.metrics["psnr_hole"])
+        browser.wait_for_text(best.info.run_name, "psnr_hole", value[:6])
+    finally:
+        if browser is not None:
+            browser.close()
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0

@@ -8,11 +8,17 @@ where either program is absent.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +31,38 @@ def require_chromium() -> tuple[str, str]:
     if not browser or not driver:
         pytest.skip("needs Chromium and chromedriver (apt-get install chromium chromium-driver)")
     return browser, driver
+
+
+@contextmanager
+def pipeline_ui(tracking_uri: str) -> Iterator[str]:
+    """`pipeline ui` on a free loopback port over `tracking_uri`; yields its URL once the
+    server answers, and stops it with Ctrl-C (it must exit cleanly)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "stages.cli", "ui", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        line = ""
+        while "MLflow UI:" not in line:  # printed once the server answers
+            line = server.stdout.readline()
+            assert line or server.poll() is None, "pipeline ui exited early"
+        url = f"http://127.0.0.1:{port}"
+        assert url in line
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C: pipeline ui stops its server
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+
+
+def compare_url(url: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow page comparing `run_ids` side by side."""
+    query = urllib.parse.urlencode(
+        {"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])}
+    )
+    return f"{url}/#/compare-runs?{query}"
 
 
 class Browser:
@@ -75,6 +113,12 @@ class Browser:
             time.sleep(0.5)
         missing = [word for word in words if word not in text]
         raise AssertionError(f"page never showed {missing}; it shows:\n{text[:3000]}")
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         try:

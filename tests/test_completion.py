@@ -134,15 +134,9 @@ def test_bad_settings_are_refused(sets, message):
 @pytest.fixture(scope="module")
 def celeba64(tmp_path_factory):
     require_shared("celeba")
-    from pipeline.data.ingest import IngestOptions, ingest
-    from pipeline.data.sources.celeba import CelebaSource
+    from tests.train_fixtures import celeba_dataset
 
-    out = tmp_path_factory.mktemp("glcic") / "celeba-64"
-    ingest(
-        CelebaSource(require_shared("celeba"), size=64),
-        IngestOptions(out=str(out), size=64, workers=2, limit=400),
-    )
-    return out
+    return celeba_dataset(tmp_path_factory.mktemp("glcic"), 64, limit=400)
 
 
 def run_locally(dataset: Path, folder: Path, *sets: str):
@@ -328,12 +322,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(celeba64, tmp_path):
 
 @pytest.mark.shared
 def test_datasets_the_networks_cannot_take_fail_before_anything_starts(cli, celeba64, tmp_path):
-    from pipeline.data.ingest import IngestOptions, ingest
-    from pipeline.data.sources.celeba import CelebaSource
+    from tests.train_fixtures import celeba_dataset
 
-    small = tmp_path / "celeba-32"
-    ingest(CelebaSource(require_shared("celeba"), size=32),
-           IngestOptions(out=str(small), size=32, workers=1, limit=64))  # fmt: skip
+    small = celeba_dataset(tmp_path, 32, limit=64)
     result = cli("train", "glcic", "--data", small, "--batch-size", "16")
     assert_one_line_error(result, "64, 128, 256 px", "32 px")
     result = cli("train", "glcic", "--data", celeba64, "--set", "completion.masks=folder",

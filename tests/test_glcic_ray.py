@@ -7,12 +7,7 @@ Slow: each fit pays Ray Train's start-up.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import urllib.parse
 
 import numpy as np
 import pytest
@@ -20,6 +15,7 @@ from PIL import Image
 
 from tests.conftest import require_shared
 from tests.shard_checks import assert_one_line_error
+from tests.train_fixtures import celeba_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -30,19 +26,12 @@ NARROW = ["--set", "model.width_g=8", "--set", "model.width_d=8",
 @pytest.fixture(scope="module")
 def celeba64(tmp_path_factory):
     require_shared("celeba")
-    from pipeline.data.ingest import IngestOptions, ingest
-    from pipeline.data.sources.celeba import CelebaSource
-
-    out = tmp_path_factory.mktemp("glcic-ray") / "celeba-64"
-    ingest(
-        CelebaSource(require_shared("celeba"), size=64),
-        IngestOptions(out=str(out), size=64, workers=2, limit=320),
-    )
-    return out
+    return celeba_dataset(tmp_path_factory.mktemp("glcic-ray"), 64, limit=320)
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    """A fresh MLflow store and runs folder for each test."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
@@ -101,38 +90,16 @@ def test_tune_glcic_sweep_compares_in_the_mlflow_ui(cli, celeba64, store):
     assert all("psnr_hole" in r.data.metrics for r in trials)
     assert len({r.data.params["completion.alpha"] for r in trials}) == 4  # searched
 
-    from tests.browser import Browser, free_port, require_chromium
+    from tests.browser import Browser, compare_url, pipeline_ui, require_chromium
 
     chromium = require_chromium()
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "stages.cli", "ui", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    browser = None
-    try:
-        line = ""
-        while "MLflow UI:" not in line:
-            line = server.stdout.readline()
-            assert line or server.poll() is None, "pipeline ui exited early"
-        ids = json.dumps([t.info.run_id for t in trials])
-        query = urllib.parse.urlencode(
-            {"runs": ids, "experiments": json.dumps([trials[0].info.experiment_id])}
-        )
-        browser = Browser(*chromium)
-        browser.open(f"http://127.0.0.1:{port}/#/compare-runs?{query}")
+    with pipeline_ui(os.environ["MLFLOW_TRACKING_URI"]) as url, Browser(*chromium) as browser:
+        experiment = trials[0].info.experiment_id
+        browser.open(compare_url(url, experiment, [t.info.run_id for t in trials]))
         text = browser.wait_for_text("Comparing 4 Runs", "completion.alpha")
         for trial in trials:
             assert trial.info.run_name in text
         best = max(trials, key=lambda t: t.data.metrics["psnr_hole"])
-        browser.open(f"http://127.0.0.1:{port}/#/experiments/{best.info.experiment_id}/runs/"
-                     f"{best.info.run_id}")  # fmt: skip
+        browser.open(f"{url}/#/experiments/{experiment}/runs/{best.info.run_id}")
         value = repr(best.data.metrics["psnr_hole"])
         browser.wait_for_text(best.info.run_name, "psnr_hole", value[:6])
-    finally:
-        if browser is not None:
-            browser.close()
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=30)
-    assert server.returncode == 0

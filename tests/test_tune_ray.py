@@ -7,13 +7,11 @@ two at a time; the resume test runs trials of 2 workers (DDP over gloo), one at 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -176,7 +174,7 @@ def test_best_generator_exported_and_registered(asha_sweep, tmp_path):
 def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
     """`pipeline ui` on a free loopback port, opened in headless Chromium: the experiment page
     shows the sweep and, expanded, its trials; each trial's page shows its FID."""
-    from tests.browser import Browser, free_port, require_chromium
+    from tests.browser import Browser, compare_url, pipeline_ui, require_chromium
 
     chromium = require_chromium()
     from mlflow import MlflowClient
@@ -184,21 +182,7 @@ def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
     client = MlflowClient(asha_sweep["uri"])
     parent = parent_run(client, "asha")
     trials = children(client, parent.info.run_id)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": asha_sweep["uri"]}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "stages.cli", "ui", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    browser = None
-    try:
-        line = ""
-        while "MLflow UI:" not in line:  # printed once the server answers
-            line = server.stdout.readline()
-            assert line or server.poll() is None, "pipeline ui exited early"
-        url = f"http://127.0.0.1:{port}"
-        assert url in line
-        browser = Browser(*chromium)
+    with pipeline_ui(asha_sweep["uri"]) as url, Browser(*chromium) as browser:
         browser.open(f"{url}/#/experiments/{parent.info.experiment_id}/runs")
         browser.wait_for_text("asha")
         browser.run(  # expand the sweep's parent run: its trials are nested under it
@@ -207,10 +191,8 @@ def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
             "row.querySelector('button').click();"
         )
         browser.wait_for_text(*(t.info.run_name for t in trials))
-        ids = json.dumps([t.info.run_id for t in trials])
-        query = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps(
-            [parent.info.experiment_id])})  # fmt: skip
-        browser.open(f"{url}/#/compare-runs?{query}")  # the trials side by side
+        ids = [t.info.run_id for t in trials]
+        browser.open(compare_url(url, parent.info.experiment_id, ids))  # side by side
         text = browser.wait_for_text("Comparing 4 Runs", "lambda_cls", "fid_standin")
         for trial in trials:
             assert trial.info.run_name in text
@@ -219,12 +201,6 @@ def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
                          f"{trial.info.run_id}")  # fmt: skip
             value = repr(trial.data.metrics["fid_standin"])
             browser.wait_for_text(trial.info.run_name, "fid_standin", value[:8])
-    finally:
-        if browser is not None:
-            browser.close()
-        server.send_signal(signal.SIGINT)  # Ctrl-C: pipeline ui stops its server
-        server.communicate(timeout=30)
-    assert server.returncode == 0
 
 
 def test_interrupted_sweep_resumes_without_duplicates(cli, anime, tmp_path):

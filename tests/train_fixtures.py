@@ -22,6 +22,16 @@ def anime_dataset(folder: Path, size: int = 32) -> Path:
     return out
 
 
+def celeba_dataset(folder: Path, size: int, limit: int) -> Path:
+    """The first `limit` real CelebA sample faces, ingested at `size` px."""
+    from pipeline.data.sources.celeba import CelebaSource
+
+    out = folder / f"celeba-{size}"
+    ingest(CelebaSource(SHARED / "celeba", size=size),
+           IngestOptions(out=str(out), size=size, workers=2, limit=limit))  # fmt: skip
+    return out
+
+
 TINY = {  # a DCGAN small enough for CPU tests
     "model.width_g": 16,
     "model.width_d": 16,

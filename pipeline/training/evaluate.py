@@ -63,7 +63,8 @@ def evaluate(
             raise PipelineError("--real is for GAN runs; a GLCIC run is scored on --data's split")
         from pipeline.training.evaluate_completion import evaluate_completion
 
-        return evaluate_completion(state, handle, fid, data, masks, device, say)
+        result, details, step = evaluate_completion(state, handle, fid, data, masks, device, say)
+        return Evaluation(result, details, handle.run_id if handle else None, step)
     if masks is not None:
         raise PipelineError("--masks is for GLCIC runs (image completion), not GAN runs")
     G, state = generator_from_state(state, source)

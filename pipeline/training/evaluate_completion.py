@@ -1,7 +1,7 @@
 """`pipeline evaluate RUN` on a GLCIC run: the completion metrics, logged into the run.
 
-    result = evaluate_completion(state, handle, data=None, split=None, masks=None, fid=fid)
-    result.scores   # {"val_l1_hole": ..., "val_psnr_hole": ..., "val_ssim": ..., "val_fid": ...}
+    scores, protocol, step = evaluate_completion(state, handle, fid, data=None, masks=None)
+    scores          # {"val_l1_hole": ..., "val_psnr_hole": ..., "val_ssim": ..., "val_fid": ...}
 
 The images are up to `fid.samples` evenly spaced images of the split (default: the run's
 evaluation split), each with a hole from the run's mask kind seeded by `fid.seed` (or from
@@ -31,7 +31,8 @@ def evaluate_completion(
     masks: str | None = None,
     device: str | None = None,
     say: Callable[[str], None] = lambda line: None,
-):
+) -> tuple[dict[str, float], dict, int]:
+    """(scores, protocol, the run's images seen), the scores logged into `handle`'s run."""
     from pipeline.data.reader import ShardDataset
     from pipeline.data.shards import read_manifest
     from pipeline.data.staging import local_copy
@@ -42,7 +43,6 @@ def evaluate_completion(
     from pipeline.settings import resolve_dataset
     from pipeline.training.checkpoint import config_from_checkpoint
     from pipeline.training.completion import evaluation_split, fill
-    from pipeline.training.evaluate import Evaluation
     from pipeline.training.images import to_images, to_uint8
     from pipeline.training.masks import FolderMasks, make_masks
 
@@ -115,4 +115,4 @@ def evaluate_completion(
         tracker = tracking.Tracker(handle)
         tracker.log_metrics(result, step=step)
         tracker.log_dict(details, f"completion/evaluate-{manifest['name']}-{split}-n{n}.json")
-    return Evaluation(result, details, handle.run_id if handle else None, step)
+    return result, details, step

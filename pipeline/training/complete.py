@@ -202,7 +202,10 @@ def complete(
         for k, hole in enumerate(hole_list):
             completed = completer(pixels, hole)
             if blend == "poisson":
-                completed = poisson_blend(completed, pixels, hole)
+                blended = poisson_blend(completed, pixels, hole)
+                if blended is completed:
+                    say(f"{path.name}: hole touches the border (or grey image): not blended")
+                completed = blended
             name = f"{path.stem}-{k}.png" if random_boxes else f"{path.stem}.png"
             written.append(_write_png(completed, out / name))
     return written
@@ -210,7 +213,9 @@ def complete(
 
 def poisson_blend(completed: np.ndarray, original: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Poisson blending of the completed hole into the image (seamlessClone), then the
-    pixels outside the hole set back to the input's exactly."""
+    pixels outside the hole set back to the input's exactly; `completed` itself where it
+    cannot blend (a grey image, or a hole touching the border: seamlessClone needs a
+    margin)."""
     cv2 = _opencv()
     if completed.shape[2] == 1:
         return completed  # seamlessClone blends colour images only

@@ -24,7 +24,6 @@ COMPLETION_FILE = "completion.pt"
 # What using a trained model needs of a run besides its task's EXPORT (G_ema; C and the mean
 # pixel): how to build it and how far it trained, nothing to train on.
 ABOUT_KEYS = ("config", "labels", "image", "epoch", "step", "images_seen")
-GENERATOR_KEYS = (*ABOUT_KEYS, "G_ema")
 
 
 def save(path: Path, state: dict) -> Path:
@@ -47,7 +46,7 @@ def save(path: Path, state: dict) -> Path:
     return path
 
 
-def save_generator(state: dict, path: Path, export: tuple[str, ...] = ("G_ema",)) -> Path:
+def save_generator(state: dict, path: Path, export: tuple[str, ...]) -> Path:
     """The model-only file of a training checkpoint's `state` (a run's final G_ema, or C for
     a completion run; a sweep's exported best): smaller, and all that using it needs."""
     return save(path, {key: state[key] for key in (*ABOUT_KEYS, *export)})

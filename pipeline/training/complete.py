@@ -161,7 +161,7 @@ def complete(
     say: Callable[[str], None] = lambda line: None,
 ) -> list[Path]:
     """Complete a file or a folder of images; returns the PNGs written under `out`."""
-    from pipeline.training.masks import BoxMasks, read_mask_folder
+    from pipeline.training.masks import BoxMasks, mask_files, read_mask_folder
 
     chosen = [name for name, v in (("--box", box), ("--masks", masks),
                                    ("--random-boxes", random_boxes)) if v is not None]  # fmt: skip
@@ -184,7 +184,7 @@ def complete(
         holes = [[box_hole(parsed, size)] for _ in inputs]
     elif masks is not None:
         found = read_mask_folder(masks, size)
-        by_name = {p.stem: i for i, p in enumerate(_mask_files(masks))}
+        by_name = {p.stem: i for i, p in enumerate(mask_files(masks))}
         holes = [[found[by_name.get(p.stem, i % len(found))]] for i, (p, _) in enumerate(inputs)]
     else:
         c = completer.config.completion
@@ -239,13 +239,6 @@ def _opencv():
             "--blend poisson needs OpenCV: pip install opencv-python-headless"
         ) from None
     return cv2
-
-
-def _mask_files(folder) -> list[Path]:
-    from pipeline.training.masks import MASK_SUFFIXES
-
-    folder = Path(folder).expanduser()
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
 
 
 def _write_png(pixels: np.ndarray, path: Path) -> Path:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError
+from pipeline.training import checkpoint as ckpt
 from pipeline.training.completion_diagnostics import (
     PHASE_C,
     PHASE_D,
@@ -34,7 +35,7 @@ from pipeline.training.completion_diagnostics import (
 )
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
-from pipeline.training.generation import GenerationTask, make_optimizer
+from pipeline.training.generation import GenerationTask, make_optimizer, scale_rates
 from pipeline.training.images import to_images, to_uint8
 from pipeline.training.masks import crop, local_corners, make_masks
 
@@ -127,6 +128,11 @@ def fill(x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor) -> torch.Tenso
     return torch.cat([filled, mask], 1)
 
 
+def composite(x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The completed image: x outside the hole, C's output in it."""
+    return x * (1 - mask) + out.float() * mask
+
+
 def reconstruction(out: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, kind: str):
     """Mean squared (or absolute) error of C's output in the hole."""
     error = F.mse_loss if kind == "mse" else F.l1_loss
@@ -138,7 +144,7 @@ class CompletionTask:
     """C(x, M) against D(x, local patch)."""
 
     EXPORT = ("C", "mean_pixel")  # what `pipeline complete` needs of a checkpoint
-    EXPORT_FILE = "completion.pt"
+    EXPORT_FILE = ckpt.COMPLETION_FILE
 
     def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         from pipeline.data.reader import ShardDataset
@@ -200,11 +206,8 @@ class CompletionTask:
             self.C_train, self.D_train = torch.compile(self.C_train), torch.compile(self.D_train)
 
     def set_learning_rates(self, factor: float) -> dict[str, float]:
-        config = self.config
-        for optimizer, lr in ((self.opt_c, config.optim.lr_g), (self.opt_d, config.optim.lr_d)):
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor
-        return {"lr_c": self.opt_c.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        optim = self.config.optim
+        return scale_rates(factor, lr_c=(self.opt_c, optim.lr_g), lr_d=(self.opt_d, optim.lr_d))
 
     def boundary(self, step: int) -> bool:
         """A report (and checkpoint) is due: a phase ended after `step` steps."""
@@ -223,7 +226,7 @@ class CompletionTask:
         train_c = phase != PHASE_D
         with autocast, torch.set_grad_enabled(train_c):
             out = self.C_train(fill(x, mask, self.mean))
-        completed = x * (1 - mask) + out.float() * mask
+        completed = composite(x, out, mask)
         values: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=self.device)
 
@@ -307,11 +310,10 @@ class CompletionTask:
     def _complete(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Composites by C in eval mode (running statistics), in batches."""
         self.C.eval()
-        parts = [
-            x[i : i + 64] * (1 - mask[i : i + 64])
-            + self.C(fill(x[i : i + 64], mask[i : i + 64], self.mean)).float() * mask[i : i + 64]
-            for i in range(0, len(x), 64)
-        ]
+        parts = []
+        for i in range(0, len(x), 64):
+            xi, mi = x[i : i + 64], mask[i : i + 64]
+            parts.append(composite(xi, self.C(fill(xi, mi, self.mean)), mi))
         self.C.train()
         return torch.cat(parts)
 

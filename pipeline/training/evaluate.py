@@ -50,13 +50,13 @@ def evaluate(
         scores,
     )
     from pipeline.metrics.weights import resolve
-    from pipeline.training.checkpoint import GENERATOR_FILE, config_from_checkpoint
+    from pipeline.training.checkpoint import COMPLETION_FILE, GENERATOR_FILE, config_from_checkpoint
     from pipeline.training.images import to_uint8
     from pipeline.training.noise import sample_z
     from pipeline.training.sample import generator_from_state, labels_for, load_state
 
     check_fid(replace(fid, every=max(fid.every, 1)))
-    state = load_state(source, GENERATOR_FILE)
+    state = load_state(source, GENERATOR_FILE, COMPLETION_FILE)  # a GAN's, or a GLCIC run's
     handle = None if Path(source).expanduser().exists() else _run(source)
     if "C" in state:
         if real is not None:

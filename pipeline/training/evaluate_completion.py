@@ -42,7 +42,7 @@ def evaluate_completion(
     from pipeline.models.glcic import CompletionNetwork
     from pipeline.settings import resolve_dataset
     from pipeline.training.checkpoint import config_from_checkpoint
-    from pipeline.training.completion import evaluation_split, fill
+    from pipeline.training.completion import composite, evaluation_split, fill
     from pipeline.training.images import to_images, to_uint8
     from pipeline.training.masks import FolderMasks, make_masks
 
@@ -79,7 +79,7 @@ def evaluate_completion(
             x = to_images(torch.from_numpy(dataset.take(rows[i : i + fid.batch], columns=[])[
                 "image"]), device, False)  # fmt: skip
             m = source.draw(len(x), generator)[0].to(device)
-            out = x * (1 - m) + C(fill(x, m, mean)).float() * m
+            out = composite(x, C(fill(x, m, mean)), m)
             completed.append(torch.from_numpy(to_uint8(out)))
             originals.append(torch.from_numpy(to_uint8(x)))
             holes.append(m.cpu())

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
 from pipeline.training.diagnostics import Diagnostics
@@ -29,7 +30,7 @@ class GenerationTask:
     """G(z, y) against D(x, y); G_ema for samples, grids and FID."""
 
     EXPORT = ("G_ema",)  # what `pipeline sample` / `evaluate` need of a checkpoint
-    EXPORT_FILE = "generator.pt"
+    EXPORT_FILE = ckpt.GENERATOR_FILE
 
     def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         """Build G and D on `setup.device` for `data` (image size, channels, label plan).
@@ -94,11 +95,8 @@ class GenerationTask:
     def set_learning_rates(self, factor: float) -> dict[str, float]:
         """The config's rates times the schedule's `factor`, re-applied every epoch (PBT may
         have changed the config); returns them as metrics."""
-        config = self.config
-        for optimizer, lr in ((self.opt_g, config.optim.lr_g), (self.opt_d, config.optim.lr_d)):
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor
-        return {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        optim = self.config.optim
+        return scale_rates(factor, lr_g=(self.opt_g, optim.lr_g), lr_d=(self.opt_d, optim.lr_d))
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -248,6 +246,15 @@ OPTIMIZERS = {
     "rmsprop": lambda params, lr, optim: torch.optim.RMSprop(params, lr=lr),
     "adadelta": lambda params, lr, optim: torch.optim.Adadelta(params, lr=lr),
 }
+
+
+def scale_rates(factor: float, **optimizers) -> dict[str, float]:
+    """Set each optimizer's rate to its config rate x `factor`: `name=(optimizer, lr)`;
+    returns {name: the rate now} for the report."""
+    for optimizer, lr in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor
+    return {name: opt.param_groups[0]["lr"] for name, (opt, _) in optimizers.items()}
 
 
 def make_optimizer(optim, params, lr: float) -> torch.optim.Optimizer:

@@ -124,7 +124,7 @@ def read_mask_folder(folder: str | Path, image_size: int) -> np.ndarray:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise PipelineError(f"mask folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    files = mask_files(folder)
     if not files:
         kinds = ", ".join(MASK_SUFFIXES)
         raise PipelineError(f"mask folder {folder} holds no mask images ({kinds})")
@@ -137,6 +137,12 @@ def read_mask_folder(folder: str | Path, image_size: int) -> np.ndarray:
             raise PipelineError(f"mask {path} is not a readable image") from None
         masks.append(check_mask(pixels, image_size, path))
     return np.stack(masks)
+
+
+def mask_files(folder: str | Path) -> list[Path]:
+    """The mask images of a folder, in the order `read_mask_folder` reads them."""
+    folder = Path(folder).expanduser()
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
 
 
 def check_mask(pixels: np.ndarray, image_size: int, where: object) -> np.ndarray:

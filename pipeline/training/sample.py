@@ -14,9 +14,9 @@ import torch
 from pipeline.errors import PipelineError
 
 
-def load_state(source: str, model_file: str) -> dict:
-    """A checkpoint's state from a path, or from an MLflow run id: its `model_file` (the
-    final model alone), else its last `checkpoints/checkpoint.pt`."""
+def load_state(source: str, *model_files: str) -> dict:
+    """A checkpoint's state from a path, or from an MLflow run id: the first of its
+    `model_files` it has (the final model alone), else its last `checkpoints/checkpoint.pt`."""
     from pipeline.training import checkpoint as ckpt
 
     path = Path(source).expanduser()
@@ -25,9 +25,10 @@ def load_state(source: str, model_file: str) -> dict:
 
         uri = tracking.tracking_uri()
         handle = tracking.find_run(uri, source)
-        path = tracking.download_artifact(handle, model_file) or tracking.download_artifact(
-            handle, "checkpoints/checkpoint.pt"
-        )
+        for name in (*model_files, "checkpoints/checkpoint.pt"):
+            path = tracking.download_artifact(handle, name)
+            if path is not None:
+                break
         if path is None:
             raise PipelineError(f"MLflow run {source} has no model or checkpoint yet")
     return ckpt.load(path)

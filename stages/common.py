@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import typing
 from typing import Annotated
@@ -81,6 +82,21 @@ Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace a different dataset already in --out.")
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Show Ray's own output too (its logs, Ray Train's and Tune's messages).",
+    ),
+]
+
+
+def set_verbose(on: bool) -> None:
+    """--verbose: Ray's own output reaches the console (pipeline.cluster.verbose)."""
+    if on:
+        os.environ["PIPELINE_VERBOSE"] = "1"
+
 
 # -- options shared by train, tune and evaluate ---------------------------------------------
 

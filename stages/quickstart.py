@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from stages.common import RichProgress, Workers, cli_errors, data_dir_option, print_summary
+from stages.common import (
+    RichProgress,
+    Verbose,
+    Workers,
+    cli_errors,
+    data_dir_option,
+    print_summary,
+    set_verbose,
+)
 
 
 @cli_errors
@@ -31,8 +39,10 @@ def quickstart(
         bool, typer.Option("--tune/--no-tune", help="Then sweep a small ACGAN with Ray Tune.")
     ] = True,
     trials: Annotated[int, typer.Option("--trials", help="Trials of the demo sweep.")] = 2,
+    verbose: Verbose = False,
 ) -> None:
     """Draw demo CelebA- and LSUN-format sources, ingest them, and show what was made."""
+    set_verbose(verbose)
     from rich.console import Console
 
     from pipeline.config import from_dict

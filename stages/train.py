@@ -9,7 +9,16 @@ import typer
 
 from pipeline.errors import PipelineError
 from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
-from stages.common import Data, DryRun, Experiment, FidWeights, GpusPerWorker, cli_errors
+from stages.common import (
+    Data,
+    DryRun,
+    Experiment,
+    FidWeights,
+    GpusPerWorker,
+    Verbose,
+    cli_errors,
+    set_verbose,
+)
 
 
 @cli_errors(
@@ -59,6 +68,7 @@ def train(
         ),
     ] = None,
     dry_run: DryRun = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train a GAN (or GLCIC image completion) with DDP on Ray Train, logged to MLflow.
 
@@ -74,6 +84,7 @@ def train(
 
       pipeline train glcic --data celeba-64 --epochs 20 --set completion.alpha=4e-4
     """
+    set_verbose(verbose)
     from pipeline.config import to_dict
     from pipeline.training.config import load_train_config
 

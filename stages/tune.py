@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.training.config import FAMILIES  # torch-free: --help stays fast
-from stages.common import Data, DryRun, Experiment, GpusPerWorker, cli_errors
+from stages.common import Data, DryRun, Experiment, GpusPerWorker, Verbose, cli_errors, set_verbose
 
 
 @cli_errors(
@@ -74,6 +74,7 @@ def tune(
         typer.Option("--register", help="Register the best generator in the MLflow registry."),
     ] = None,
     dry_run: DryRun = False,
+    verbose: Verbose = False,
 ) -> None:
     """Sweep a GAN's hyper-parameters with Ray Tune; each trial is a DDP run on Ray Train,
     one nested MLflow run per trial under the sweep's parent run.
@@ -88,6 +89,7 @@ def tune(
 
       pipeline tune --resume --name acgan-anime-64-20260101-120000
     """
+    set_verbose(verbose)
     from pipeline.config import ConfigError
     from pipeline.tuning.plan import SweepConfig
 

@@ -96,6 +96,7 @@ class TrainConfig:
     channels_last: bool = True  # on GPU
     compile: bool = False  # torch.compile G and D (GPU)
     max_failures: int = 1  # worker-group restarts from the last checkpoint
+    solo: bool = True  # one worker trains without a Ray Train worker group (training/solo.py)
     experiment: str | None = None  # MLflow experiment; default "<dataset>/<family>"
     run_name: str | None = None
 

@@ -23,9 +23,13 @@ class WorkerContext(Protocol):
     rank: int
     world_size: int
     local_rank: int
+    progress_epochs: int | None  # the epochs the progress line counts to (None: the config's)
+    restored: str | None  # the checkpoint a restarted worker goes on from (None: a first start)
+    started: float | None  # when the command (or sweep trial) started, for `startup_s`
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
     def checkpoint(self) -> Path | None: ...
+    def progress(self, state: dict) -> None: ...  # rank 0's live line (pipeline.training.progress)
 
 
 @dataclass
@@ -37,7 +41,11 @@ class LocalContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    progress_epochs: int | None = None
+    restored: str | None = None
+    started: float | None = None
     reports: list[dict] = field(default_factory=list)
+    states: list[dict] = field(default_factory=list)  # the progress line's, as posted
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.reports.append(metrics)
@@ -49,6 +57,9 @@ class LocalContext:
 
     def checkpoint(self) -> Path | None:
         return self.resume_from
+
+    def progress(self, state: dict) -> None:
+        self.states.append(state)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ Before Ray starts, everything a user can get wrong is checked (dataset, labels, 
 image size against the model, batch split, GPUs asked against the cluster) and the MLflow run
 is created, so a restarted worker group keeps logging into the same run. Each worker runs
 `pipeline.training.runner.run_worker` under DDP (gloo on CPU, nccl on GPU); rank 0 alone talks
-to MLflow. `build_trainer` is the one place that builds the trainer: `pipeline tune` will
-call it from inside its Tune function.
+to MLflow. `fit` is the one place that starts a fit: on Ray Train (`build_trainer`), or for
+one worker solo (pipeline.training.solo); `pipeline tune` calls it from inside its Tune
+function.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -122,6 +124,7 @@ def precompute_fid_reference(config: TrainConfig, dataset_path: Path, say=None) 
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     """Run (or with `resume`, continue) a training run; returns how it ended."""
     from pipeline import cluster, tracking
+    from pipeline.training.progress import ProgressView
 
     uri = tracking.tracking_uri()
     if resume is not None:
@@ -133,11 +136,19 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     if cluster.is_local():
         cluster.check_fits(config, cluster.local_resources())  # before Ray starts
     precompute_fid_reference(config, dataset_path)
-    cluster.start_ray()
+    with ThreadPoolExecutor(1) as pool:
+        # Starting a local Ray: MLflow's import and store check (about 2 s) overlap it. A
+        # cluster may still refuse the run: its store is prepared once Ray has said yes.
+        overlap = resume is None and cluster.is_local()
+        store = pool.submit(tracking.prepare_store, uri) if overlap else None
+        cluster.start_ray(dashboard=not is_solo(config))
+        if store is not None:
+            store.result()
     cluster.check_fits(config, cluster.ray_resources())  # before the MLflow run is created
     cluster.check_locations(str(dataset_path), runs_root(), uri)
     if resume is None:
-        tracking.prepare_store(uri)
+        if not overlap:
+            tracking.prepare_store(uri)
         wanted = config.run_name or (
             f"{config.family}-{manifest['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
@@ -160,7 +171,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
                 **({"pipeline.fid_backbone": backbone.kind} if backbone else {}),
             },
         )
-        trainer = build_trainer(config, handle, dataset_path, folder=config.run_name)
+        # Here, not in the worker: its MLflow import would come before the first step.
+        tracking.Tracker(handle).log_dict(to_dict(config), "config.yaml")
+        folder = config.run_name
     else:
         tracking.reopen_run(handle)
         config = replace(config, run_name=handle.name)
@@ -168,13 +181,20 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         # `NAME-resume-2`, ...): Ray would restart from the first fit's folder on its own.
         folder = claim_run_folder(runs_root(), f"{handle.name}-resume")
         tracking.Tracker(handle).set_tags({"pipeline.ray_run": folder})
-        trainer = build_trainer(config, handle, dataset_path, resume=True, folder=folder)
 
     status, metrics, checkpoint = "FAILED", {}, None
     try:
-        result = cluster.fit(trainer)
-        metrics = dict(result.metrics or {})
-        checkpoint = ckpt.location_of(result.checkpoint) if result.checkpoint else None
+        progress = run_progress(folder)
+        with ProgressView(progress["key"]):
+            metrics, checkpoint = fit(
+                config,
+                handle,
+                dataset_path,
+                folder=folder,
+                resume=resume is not None,
+                progress=progress,
+                started=command_started(),
+            )
         if metrics.get("nonfinite"):
             raise PipelineError(
                 f"training stopped at step {metrics.get('step')}: a loss became NaN or "
@@ -192,28 +212,39 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     )
 
 
-def build_trainer(
+def fit(
     config: TrainConfig,
     handle,
     dataset_path: Path,
-    resume: bool = False,
-    callbacks: list | None = None,
-    storage: str | Path | None = None,
-    start_from: Path | None = None,
+    *,
     folder: str | None = None,
-):
-    """The TorchTrainer of one run (also used by `pipeline tune`, inside its Tune function).
+    storage: str | Path | None = None,
+    resume: bool = False,
+    start_from: Path | str | None = None,
+    progress: dict | None = None,
+    tune: bool = False,
+    here: bool = False,
+    started: float | None = None,
+) -> tuple[dict, str | None]:
+    """One fit of a run (also each sweep trial's, and each PBT segment's); returns its last
+    metrics and last checkpoint's location (a local folder or a URI).
 
-    `start_from`: a checkpoint folder the workers load first (a PBT segment warm-starts from
-    its own or an exploited trial's checkpoint), unless Ray restarted the worker group.
+    One worker runs solo (`pipeline.training.solo`: the same loop without a worker group),
+    as a Ray task or, with `here`, in this process (a sweep trial's Tune function, which then
+    holds the worker's CPUs and GPUs). More workers run on Ray Train. With `tune`, every
+    report reaches Ray Tune as it happens.
+
     `folder`: the Ray run's folder under `storage` (default: the runs dir), already claimed
     with `claim_run_folder`; without it one is claimed here from `config.run_name` and
     recorded on the MLflow run as the tag `pipeline.ray_run`.
+    `start_from`: a checkpoint folder the worker(s) load first (a PBT segment warm-starts from
+    its own or an exploited trial's checkpoint), unless the fit restarted after a failure.
+    `progress`: {"key", "epochs"}: where rank 0 posts the live line (`progress.ProgressView`
+    draws it), and the epochs it counts to.
+    `started`: when the command (or trial) started (`time.time()`); the first report's
+    `startup_s` is the time from then to the first step.
     """
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from pipeline.training.worker import train_loop
+    from pipeline import cluster
 
     storage = str(storage or runs_root())
     if folder is None:
@@ -222,19 +253,59 @@ def build_trainer(
             from pipeline import tracking
 
             tracking.Tracker(handle).set_tags({"pipeline.ray_run": folder})
+    loop_config = {
+        "config": to_dict(config),
+        "run": handle.to_dict() if handle is not None else None,
+        "dataset": str(dataset_path),
+        "resume": resume,
+        "start_from": str(start_from) if start_from is not None else None,
+        "progress": progress,
+        "started": started,
+    }
+    if is_solo(config):
+        from pipeline.training import solo
+
+        if here:
+            done = solo.run_solo(loop_config, storage, folder, _tune_sink if tune else None)
+            return done["metrics"], done["checkpoint"]
+        resources = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
+        return solo.fit_solo(loop_config, storage, folder, resources, config.max_failures)
+    callbacks = None
+    if tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks = [TuneReportCallback()]
+    result = cluster.fit(build_trainer(config, loop_config, storage, folder, callbacks))
+    checkpoint = ckpt.location_of(result.checkpoint) if result.checkpoint else None
+    return dict(result.metrics or {}), checkpoint
+
+
+def is_solo(config: TrainConfig) -> bool:
+    """One worker, trained without a Ray Train worker group (pipeline.training.solo)."""
+    return config.workers == 1 and config.solo
+
+
+def _tune_sink(metrics: dict, checkpoint: str | None) -> None:
+    """A solo trial's report to Tune: what TuneReportCallback hands on for Ray Train's."""
+    import ray.tune
+
+    ray.tune.report({**metrics, **({"checkpoint_path": checkpoint} if checkpoint else {})})
+
+
+def build_trainer(config: TrainConfig, loop_config: dict, storage: str, folder: str, callbacks):
+    """The TorchTrainer of one fit of two or more workers (`fit`)."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.training.worker import train_loop
+
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = config.gpus_per_worker
     return TorchTrainer(
         train_loop,
-        train_loop_config={
-            "config": to_dict(config),
-            "run": handle.to_dict() if handle is not None else None,
-            "dataset": str(dataset_path),
-            "resume": resume,
-            "start_from": str(start_from) if start_from is not None else None,
-        },
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
@@ -250,6 +321,19 @@ def build_trainer(
             ),
         ),
     )
+
+
+def command_started() -> float:
+    """When this process started (`time.time()` scale): `pipeline train`'s start-up counts
+    from there, Python's imports included."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def run_progress(folder: str) -> dict:
+    """Where a run's rank 0 posts its live line: keyed by its Ray run folder (unique)."""
+    return {"key": f"run/{folder}/", "epochs": None}
 
 
 def claim_run_folder(storage: str | Path, name: str) -> str:

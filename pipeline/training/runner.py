@@ -31,6 +31,7 @@ from pipeline.training.context import DataShape, LocalContext, Setup, WorkerCont
 from pipeline.training.generation import GenerationTask
 from pipeline.training.images import augment, to_images
 from pipeline.training.labels import grid_shape, plan_labels
+from pipeline.training.progress import LOSSES, Ticker
 from pipeline.training.stats import Meter, flatten_metrics
 
 TASKS: dict[str, type[Task]] = {
@@ -175,6 +176,13 @@ def run_worker(
     steps_per_epoch = len(loader)
     report_every = config.report_every or steps_per_epoch
     tick, tick_images = time.perf_counter(), 0
+    # Seconds from the command's (or trial's) start to this process's first step, said once
+    # in the first report as `startup_s`.
+    startup = {} if ctx.started is not None else None
+    ticker = None
+    if rank == 0:  # the live line on the command's console
+        epochs = ctx.progress_epochs or config.epochs
+        ticker = Ticker(ctx.progress, epochs, steps_per_epoch, position.step)
 
     while position.epoch < config.epochs:
         learning_rates = task.set_learning_rates(lr_factor(config, position.epoch))
@@ -193,6 +201,8 @@ def run_worker(
 
             values, loss = task.step(x, y, position.step)
             meter.add(**values)
+            if startup == {}:
+                startup = {"startup_s": time.time() - ctx.started}
 
             # A non-finite loss stops every rank at the same step.
             finite = torch.isfinite(loss).float().reshape(1)
@@ -207,6 +217,8 @@ def run_worker(
             end_of_epoch = position.batch_in_epoch == steps_per_epoch
             if end_of_epoch:
                 position.epoch, position.batch_in_epoch = position.epoch + 1, 0
+            if ticker is not None:
+                ticker.tick(position, lambda: meter.peek(LOSSES))
             due = position.step % report_every == 0 or task.boundary(position.step)
             if not finite or due or end_of_epoch:
                 elapsed = time.perf_counter() - tick
@@ -220,7 +232,9 @@ def run_worker(
                     "images_per_s": tick_images / max(elapsed, 1e-9),
                     **learning_rates,
                     "nonfinite": 0.0 if finite else 1.0,
+                    **(startup or {}),
                 }
+                startup = None
                 if (
                     fid_evaluator is not None
                     and finite
@@ -232,6 +246,8 @@ def run_worker(
                     )  # every rank embeds its share
                 about = {**about_run, **position.state()}
                 _report(ctx, task, about, metrics, fid_evaluator, on_report)
+                if ticker is not None:
+                    ticker.tick(position, metrics, force=True)
                 last = metrics
                 tick, tick_images = time.perf_counter(), 0
                 if not finite:

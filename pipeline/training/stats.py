@@ -28,6 +28,15 @@ class Meter:
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
             self.counts[name] = self.counts.get(name, 0) + 1
 
+    def peek(self, names) -> dict[str, float]:
+        """This rank's mean since the last report of each scalar in `names` it holds: one host
+        sync (the progress line's, every few seconds; never per step)."""
+        have = [n for n in names if n in self.sums and self.sums[n].numel() == 1]
+        if not have:
+            return {}
+        means = torch.stack([self.sums[n].reshape(()) / self.counts[n] for n in have])
+        return dict(zip(have, means.tolist(), strict=True))
+
     def reduce(self, world_size: int) -> dict[str, torch.Tensor]:
         names = sorted(self.sums)
         flat = torch.cat([self.sums[n].reshape(-1) for n in names])

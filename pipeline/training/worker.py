@@ -1,6 +1,7 @@
 """Ray Train's per-worker entry: who this worker is (`RayContext`), and the loop with rank 0
-logging to MLflow (`train_loop`). `pipeline.training.driver.build_trainer` hands `train_loop`
-to the TorchTrainer; everything else a worker does is in the runner, which needs no Ray.
+logging to MLflow (`run_loop`, which a one-worker run without Ray Train shares:
+pipeline.training.solo). `pipeline.training.driver.build_trainer` hands `train_loop` to the
+TorchTrainer; everything else a worker does is in the runner, which needs no Ray.
 """
 
 from __future__ import annotations
@@ -14,28 +15,32 @@ from pipeline.training.config import TrainConfig
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train's per-worker function: the loop, with rank 0 logging to MLflow."""
-    import ray.train
+    _quiet_report_log()
+    handle = run_handle(loop_config)
+    run_loop(loop_config, RayContext(loop_config, handle), handle)
 
+
+def run_handle(loop_config: dict):
+    """The MLflow run the loop logs into (None: no logging)."""
+    from pipeline import tracking
+
+    return tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
+
+
+def run_loop(loop_config: dict, context, handle) -> dict:
+    """The loop under a worker's context (Ray Train's, or a solo run's: pipeline.training.solo)
+    with rank 0 logging to MLflow; returns the last reported metrics."""
     from pipeline import tracking
     from pipeline.config import from_dict
     from pipeline.training import checkpoint as ckpt
     from pipeline.training.runner import TASKS, Report, run_worker
 
-    _quiet_report_log()
     config = from_dict(TrainConfig, loop_config["config"])
-    handle = tracking.RunHandle(**loop_config["run"]) if loop_config.get("run") else None
-    context = RayContext(
-        handle, resume=loop_config.get("resume", False), start_from=loop_config.get("start_from")
-    )
     tracker = tracking.Tracker(handle if context.rank == 0 else None)
-    restored = ray.train.get_checkpoint()
-    if context.rank == 0 and restored is None and not context.resume:
-        tracker.log_dict(loop_config["config"], "config.yaml")
-    if context.rank == 0 and restored is not None:
-        # A worker died and Ray Train restarted the group: say so where the user looks.
-        name = Path(restored.path).name
-        tracker.set_tags({"pipeline.restored_from": name})
-        print(f"worker group restarted: resuming from {name}", flush=True)
+    if context.rank == 0 and context.restored is not None:
+        # A worker died and was restarted: say so where the user looks.
+        tracker.set_tags({"pipeline.restored_from": context.restored})
+        print(f"worker group restarted: resuming from {context.restored}", flush=True)
 
     def on_report(report: Report) -> None:
         metrics, folder = report.metrics, report.checkpoint_dir
@@ -58,7 +63,21 @@ def train_loop(loop_config: dict) -> None:
             state = ckpt.load(folder / ckpt.FILE)
             tracker.log_artifact(ckpt.save_generator(state, folder / task.EXPORT_FILE, task.EXPORT))
 
-    run_worker(config, context, loop_config["dataset"], on_report)
+    return run_worker(config, context, loop_config["dataset"], on_report)
+
+
+def given_checkpoint(loop_config: dict, handle) -> Path | None:
+    """The checkpoint a fit starts from, when it is not a restart: a PBT segment's (the one
+    Tune handed its trial), or --resume's (the run's last, from MLflow: any machine)."""
+    if loop_config.get("start_from"):
+        from pipeline.training import checkpoint as ckpt
+
+        return ckpt.local_folder(loop_config["start_from"])
+    if loop_config.get("resume"):
+        from pipeline import tracking
+
+        return tracking.download_artifact(handle, "checkpoints/checkpoint.pt")
+    return None
 
 
 def _quiet_report_log() -> None:
@@ -75,15 +94,25 @@ def _quiet_report_log() -> None:
 class RayContext:
     """Who this worker is in the Ray Train run, and how it reports."""
 
-    def __init__(self, handle=None, resume: bool = False, start_from: str | None = None):
+    def __init__(self, loop_config: dict, handle=None):
         import ray.train
 
-        self.handle, self.resume, self.start_from = handle, resume, start_from
-
+        self.loop_config, self.handle = loop_config, handle
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.local_rank = context.get_local_rank()
+        found = ray.train.get_checkpoint()  # set when Ray restarted a failed worker group
+        self.restored = Path(found.path).name if found is not None else None
+        self.started = loop_config.get("started")
+        # Where the live line goes ({"key", "epochs"}; pipeline.training.progress), if anywhere.
+        progress = loop_config.get("progress") or {}
+        self.progress_epochs = progress.get("epochs")
+        self._post = None
+        if progress:
+            from pipeline.training.progress import ray_poster
+
+            self._post = ray_poster(progress["key"])
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
@@ -95,18 +124,14 @@ class RayContext:
             metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{metrics['step']:08d}"
         )
 
+    def progress(self, state: dict) -> None:
+        if self._post is not None:
+            self._post(state)
+
     def checkpoint(self) -> Path | None:
         import ray.train
 
-        found = ray.train.get_checkpoint()  # set when Ray restarted a failed worker group
+        found = ray.train.get_checkpoint()  # a restarted worker group goes on from its last
         if found is not None:
             return Path(found.to_directory())
-        if self.start_from:  # a PBT segment: the checkpoint Tune handed its trial
-            from pipeline.training import checkpoint as ckpt
-
-            return ckpt.local_folder(self.start_from)
-        if self.resume:  # --resume: the run's last checkpoint, from MLflow (any machine)
-            from pipeline import tracking
-
-            return tracking.download_artifact(self.handle, "checkpoints/checkpoint.pt")
-        return None
+        return given_checkpoint(self.loop_config, self.handle)

@@ -45,6 +45,10 @@ class TrialStatus(Callback):
 
     def _finish(self, trial, status: str) -> None:
         from pipeline import tracking
+        from pipeline.training.progress import forget
+        from pipeline.tuning.trial import trial_progress
+
+        forget(trial_progress(self.plan, trial.trial_id)["key"])  # its live line ends here
 
         handle = self.plan.trial_run(trial.trial_id)
         if handle is not None:

@@ -47,7 +47,9 @@ def tune(
     """Run a new sweep, or with `resume`, continue sweep `config.name`; returns its summary."""
     from pipeline import cluster, tracking
     from pipeline.training.config import TrainConfig
-    from pipeline.training.driver import precompute_fid_reference
+    from pipeline.training.driver import is_solo, precompute_fid_reference
+    from pipeline.training.progress import ProgressView
+    from pipeline.tuning.trial import trial_progress
     from pipeline.tuning.tuner import build_tuner
 
     check_location(runs_root())  # a bucket that is not there: one line, before anything
@@ -68,7 +70,7 @@ def tune(
     if cluster.is_local():
         cluster.trials_at_once(base, plan.concurrent, cluster.local_resources())
     precompute_fid_reference(base, plan.dataset_path, say)  # once, not in each trial
-    cluster.start_ray()
+    cluster.start_ray(dashboard=not is_solo(base))
     concurrent = cluster.trials_at_once(base, plan.concurrent, cluster.ray_resources())
     cluster.check_locations(plan.dataset_path, plan.storage, plan.uri)
     plan = replace(plan, concurrent=concurrent)
@@ -98,7 +100,8 @@ def tune(
         if not resume:
             write_plan(plan)
         try:
-            results = tuner.fit()
+            with ProgressView(trial_progress(plan, "")["key"]):  # a live line per trial
+                results = tuner.fit()
         except Exception as exc:  # Tune's own failure (not a trial's): one line, not pages
             raise PipelineError(f"sweep {plan.name} failed in Ray Tune: {one_line(exc)}") from exc
 

@@ -1,9 +1,11 @@
-"""One trial of a sweep: the Tune function that runs `pipeline train`'s own TorchTrainer.
+"""One trial of a sweep: the Tune function that runs `pipeline train`'s own fit.
 
 Ray Train V2 refuses a TorchTrainer as a Tune trainable (`Tuner(TorchTrainer(...))` fails
 with "Improper 'run'"), so each trial is the function `run_trial`: it finds or creates the
-trial's MLflow child run (so a restarted trial logs into the same one), builds the trainer
-with `pipeline.training.driver.build_trainer`, and hands the workers' reports to Tune.
+trial's MLflow child run (so a restarted trial logs into the same one), fits with
+`pipeline.training.driver.fit`, and hands the reports to Tune. A trial of one worker runs the
+loop right here, in its Tune function (no worker group to start: pipeline.training.solo);
+more workers run on Ray Train.
 
 ASHA and FIFO: one fit; every report reaches Tune through `TuneReportCallback`, and ASHA
 stops a weak trial at a rung. PBT: the fit runs in segments of `perturbation_interval`
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +33,9 @@ def run_trial(params: dict, plan: SweepPlan) -> None:
     """Tune's function trainable: train one trial's config, reporting to Tune."""
     import ray.tune
 
-    from pipeline import cluster, tracking
+    from pipeline import tracking
 
+    started = time.time()  # the trial's start-up (its first fit's startup_s) counts from here
     trial_id = ray.tune.get_context().get_trial_id()
     config = plan.trial_config(params, trial_id)
     handle, restarted = child_run(plan, trial_id, config, params)
@@ -47,7 +51,7 @@ def run_trial(params: dict, plan: SweepPlan) -> None:
                   f"{pointer['epoch']} with {describe(params)}", flush=True)  # fmt: skip
 
     if plan.scheduler == "pbt":
-        _run_segments(plan, config, handle, trial_id, params, start_from, restarted)
+        _run_segments(plan, config, handle, trial_id, params, start_from, restarted, started)
         return
     if restarted:
         done = tracking.run_metrics(handle)
@@ -55,9 +59,9 @@ def run_trial(params: dict, plan: SweepPlan) -> None:
             # Finished before the sweep was interrupted, but Tune's saved state missed it.
             ray.tune.report(done)
             return
-    trainer = _trainer(plan, config, handle, resume=restarted and _has_checkpoint(handle))
-    result = cluster.fit(trainer)
-    if result.metrics and result.metrics.get("nonfinite"):
+    resume = restarted and _has_checkpoint(handle)
+    metrics, _ = _fit(plan, config, handle, trial_id, started, resume=resume)
+    if metrics.get("nonfinite"):
         raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
 
 
@@ -85,14 +89,17 @@ def child_run(plan: SweepPlan, trial_id: str, config, params: dict):
         },
         parent_run_id=plan.parent_run_id,
     )
+    tracking.Tracker(handle).log_dict(to_dict(config), "config.yaml")
     return handle, False
 
 
-def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from, restarted) -> None:
+def _run_segments(
+    plan: SweepPlan, config, handle, trial_id, params, start_from, restarted, started
+) -> None:
     """PBT: train `perturbation_interval` epochs at a time, reporting a checkpoint after each."""
     import ray.tune
 
-    from pipeline import cluster, tracking
+    from pipeline import tracking
     from pipeline.training import checkpoint as ckpt
 
     if start_from is None and restarted and _has_checkpoint(handle):  # a resumed sweep
@@ -114,12 +121,11 @@ def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from,
         # time, and MLflow params cannot change.
         numeric = {f"pbt.{k}": v for k, v in params.items() if isinstance(v, (int, float))}
         tracker.log_metrics(numeric, step=images_seen)
-        trainer = _trainer(plan, replace(config, epochs=end), handle, start_from=start_from)
-        result = cluster.fit(trainer)
-        metrics = dict(result.metrics or {})
+        segment = replace(config, epochs=end)
+        metrics, start_from = _fit(plan, segment, handle, trial_id, started, start_from=start_from)
+        started = time.time()  # the next segment's start-up counts from the end of this one
         if metrics.get("nonfinite"):
             raise PipelineError(f"trial {trial_id}: a loss became NaN or infinite")
-        start_from = ckpt.location_of(result.checkpoint)
         epoch, images_seen = int(metrics["epoch"]), int(metrics["images_seen"])
         with tempfile.TemporaryDirectory() as folder:
             pointer = {"path": str(start_from), "trial_id": trial_id, "epoch": epoch}
@@ -130,23 +136,29 @@ def _run_segments(plan: SweepPlan, config, handle, trial_id, params, start_from,
             )
 
 
-def _trainer(plan: SweepPlan, config, handle, resume: bool = False, start_from=None):
+def trial_progress(plan: SweepPlan, trial_id: str) -> dict:
+    """Where a trial's rank 0 posts its live line (the sweep's view shows one per trial), and
+    the epochs it counts to (a PBT segment's fit ends before the trial does)."""
+    return {"key": f"sweep/{plan.name}/{trial_id}", "epochs": plan.max_epochs}
+
+
+def _fit(plan: SweepPlan, config, handle, trial_id, started, resume=False, start_from=None):
+    """One fit of the trial, in this Tune function (one worker) or on Ray Train; reports reach
+    Tune as they happen, except under PBT, which hears of each segment at its end."""
     from pipeline.storage import join
-    from pipeline.training.driver import build_trainer
+    from pipeline.training.driver import fit
 
-    callbacks = None
-    if plan.scheduler != "pbt":
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks = [TuneReportCallback()]
-    return build_trainer(
+    return fit(
         config,
         handle,
         plan.dataset_path,
-        resume=resume,
-        callbacks=callbacks,
         storage=join(plan.storage, plan.name, "train"),
+        resume=resume,
         start_from=start_from,
+        progress=trial_progress(plan, trial_id),
+        tune=plan.scheduler != "pbt",
+        here=True,
+        started=started,
     )
 
 

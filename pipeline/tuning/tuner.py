@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.tuning.plan import SweepPlan, is_grid
 from pipeline.tuning.space import Space
 
-TRIAL_MEMORY = 256 * 2**20  # the Tune function holds no CPU (its workers do), only this
+TRIAL_MEMORY = 256 * 2**20  # a Tune function whose workers hold the CPUs holds only this
 
 # A space file's distribution -> its Ray Tune domain, from `ray.tune` and the file's values:
 # a list of candidates (choice, grid) or a range (low, high).
@@ -56,8 +56,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
     from pipeline.tuning.trial import run_trial
 
     trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, plan=plan),
-        {"cpu": 0, "memory": TRIAL_MEMORY},
+        ray_tune.with_parameters(run_trial, plan=plan), trial_resources(plan)
     )
     path = plan.folder
     if resume:
@@ -91,6 +90,15 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
             failure_config=ray_tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def trial_resources(plan: SweepPlan) -> dict:
+    """What Tune reserves for a trial's function. A trial of one worker trains in it (solo:
+    pipeline.training.solo), so it holds the worker's CPUs and GPUs; a trial on Ray Train
+    holds none (its workers do), only a little memory: `{"cpu": 0}` alone is refused."""
+    if plan.workers_per_trial == 1 and plan.base.get("solo", True):
+        return {"cpu": plan.base["cpus_per_worker"], "gpu": plan.base["gpus_per_worker"]}
+    return {"cpu": 0, "memory": TRIAL_MEMORY}
 
 
 def scheduler(plan: SweepPlan, space: Space):

@@ -72,6 +72,9 @@ def verbose() -> bool:
     return os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0")
 
 
+_without_dashboard = False  # this process's own Ray was started without its dashboard
+
+
 def start_ray(dashboard: bool = True) -> None:
     """Reach the Ray cluster at RAY_ADDRESS, or start a local Ray; once per process.
 
@@ -80,9 +83,14 @@ def start_ray(dashboard: bool = True) -> None:
     needs the dashboard's state API."""
     import ray
 
+    global _without_dashboard
     address = ray_address()
     if ray.is_initialized():
-        return
+        if not (dashboard and _without_dashboard):
+            return
+        # This process's own Ray started without the dashboard, and Ray Train needs it now
+        # (one process running both kinds: tests; a command runs one).
+        ray.shutdown()
     if verbose():
         os.environ.setdefault("PIPELINE_RAY_LOG_LEVEL", "INFO")
     else:
@@ -106,6 +114,7 @@ def start_ray(dashboard: bool = True) -> None:
             )
         else:
             start_own_ray(dashboard)
+            _without_dashboard = not dashboard
     except (ConnectionError, RuntimeError) as exc:
         raise PipelineError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
 

@@ -203,3 +203,35 @@ def test_a_submitted_jobs_own_variables_are_not_forwarded_again(monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     forwarded = cluster.worker_env()
     assert "AWS_ENDPOINT_URL" not in forwarded and forwarded["PIPELINE_RUNS"] == "s3://bucket/runs"
+
+
+def test_ray_worker_pool_warning_is_kept_off_the_console(capsys, monkeypatch):
+    """Ray's raylet warns when many worker processes have started; a sweep on a small machine
+    has a Tune function, a Train controller and workers per trial by design, so the driver's
+    console drops that warning (and keeps every other line) unless --verbose."""
+    from ray._private import worker
+
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # restored
+    cluster.quiet_ray_console()
+    cluster.quiet_ray_console()  # twice: wrapped once
+    noise = (
+        "WARNING: 8 PYTHON worker processes have been started on node: abc with address: "
+        "127.0.0.1, which is 4x the maximum expected startup concurrency (2)."
+    )
+    worker.print_to_stdstream(
+        {"lines": [noise, "a worker's own line"], "pid": "raylet", "is_err": False},
+        ignore_prefix=False,
+    )
+    worker.print_to_stdstream({"lines": [noise], "pid": "raylet", "is_err": False}, False)
+    out = capsys.readouterr().out
+    assert "a worker's own line" in out and "PYTHON worker processes" not in out
+
+
+def test_verbose_is_an_option_of_the_commands_that_start_ray(cli, monkeypatch):
+    monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
+    assert not cluster.verbose()
+    for command in ("train", "tune", "quickstart"):
+        result = cli(command, "--help")
+        assert "--verbose" in result.output, command
+    monkeypatch.setenv("PIPELINE_VERBOSE", "1")
+    assert cluster.verbose()

@@ -86,11 +86,14 @@ def test_off_a_terminal_the_view_prints_each_epoch_and_then_rarely(monkeypatch):
         clock.now += 1
     clock.now += progress.QUIET
     view._print_changed({"t1": {**base, "epoch": 2, "step": 20}}, {"t1": "t1 later"})
+    view._print_changed({"t1": {**base, "epoch": 2, "step": 20}}, {"t1": "t1 again"}, final=True)
+    view._print_changed({"t1": {**base, "epoch": 3, "step": 30}}, {"t1": "t1 end"}, final=True)
     printed = out.getvalue().splitlines()
     assert printed == [
         describe({**base, "epoch": 1, "step": 2}),
         describe({**base, "epoch": 2, "step": 12}),
         "t1 later",
+        "t1 end",  # where the run ended, once, unless its last line said it already
     ]
 
 

@@ -1,4 +1,5 @@
-"""`pipeline train` end to end: Ray Train with 2 workers (DDP over gloo), MLflow, real data.
+"""`pipeline train` end to end: Ray Train with 2 workers (DDP over gloo), one worker solo,
+MLflow, real data.
 
 Slow: each fit pays Ray Train's start-up (~15 s here). Ray is started once per session in
 this process and reused.
@@ -166,6 +167,10 @@ def test_resume_continues_the_same_run(cli, datasets, store, tmp_path):
 
 def ray_train_workers() -> list[int]:
     """Pids of the Ray Train worker processes on this machine (their title names them)."""
+    return processes_named(b"RayTrainWorker")
+
+
+def processes_named(title: bytes) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -173,7 +178,7 @@ def ray_train_workers() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if b"RayTrainWorker" in cmdline:
+            if title in cmdline:
                 pids.append(int(entry.name))
     return sorted(pids)
 
@@ -204,6 +209,76 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epoch"] == 10
     assert run.data.metrics["images_seen"] == 10 * 17 * 32
+    assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
+
+
+def test_one_worker_trains_solo_with_the_numbers_of_ray_train(cli, datasets, store):
+    """A one-worker run trains without a Ray Train worker group (solo), with the same losses
+    for the same seed as the same worker inside one (--set solo=false), its live line on the
+    console and its start-up time on the run."""
+    losses = {}
+    for solo in ("true", "false"):
+        args = train_args("dcgan", datasets["anime"], 2, "--set", f"run_name=solo-{solo}")
+        args[args.index("--workers") + 1] = "1"
+        result = cli(*args, "--set", f"solo={solo}")
+        assert result.exit_code == 0, result.output
+        # Off a terminal the live line is printed at each epoch, and where the run ended.
+        assert "epoch 2/2 · step 34/34 · " in result.stderr, result.stderr[-2000:]
+        assert "loss_d " in result.stderr and "ETA " in result.stderr
+        (run,) = store.search_runs(
+            [e.experiment_id for e in store.search_experiments()],
+            f"attributes.run_name = 'solo-{solo}'",
+        )
+        assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 2
+        assert 0 < run.data.metrics["startup_s"] < 300
+        assert {"config.yaml", "generator.pt", "checkpoints/checkpoint.pt"} <= artifacts(
+            store, run.info.run_id
+        )
+        losses[solo] = [
+            (m.step, m.value)
+            for key in ("loss_d", "loss_g", "D_x")
+            for m in store.get_metric_history(run.info.run_id, key)
+        ]
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-6)
+    folders = sorted(p.name for p in (Path(os.environ["PIPELINE_RUNS"]) / "solo-true").iterdir())
+    assert folders == ["checkpoint-00000017", "checkpoint-00000034"]  # as Ray Train names them
+
+
+def solo_workers() -> list[int]:
+    """Pids of solo runs' processes on this machine (Ray titles them with the task's name)."""
+    return processes_named(b"pipeline-solo")
+
+
+def test_solo_worker_killed_mid_run_is_retried_from_its_checkpoint(datasets, store):
+    """SIGKILL the one process of a solo run once it has checkpoints: Ray runs the task again
+    (`max_failures` retries), which goes on from the run folder's last checkpoint in the same
+    MLflow run."""
+    runs = Path(os.environ["PIPELINE_RUNS"])
+    args = train_args("dcgan", datasets["anime"], 6)
+    args[args.index("--workers") + 1] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(runs.glob("*/checkpoint-*/checkpoint.pt"))) < 2:
+            assert time.monotonic() < deadline and process.poll() is None, "no checkpoints"
+            time.sleep(0.2)
+        (worker,) = solo_workers()
+        os.kill(worker, signal.SIGKILL)
+        output, _ = process.communicate(timeout=400)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output[-3000:]
+    assert "worker restarted: resuming from checkpoint-" in output
+    run = only_run(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["epoch"] == 6 and run.data.metrics["images_seen"] == 6 * 17 * 32
     assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
 
 

@@ -136,43 +136,26 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     if cluster.is_local():
         cluster.check_fits(config, cluster.local_resources())  # before Ray starts
     precompute_fid_reference(config, dataset_path)
-    with ThreadPoolExecutor(1) as pool:
-        # Starting a local Ray: MLflow's import and store check (about 2 s) overlap it. A
-        # cluster may still refuse the run: its store is prepared once Ray has said yes.
-        overlap = resume is None and cluster.is_local()
-        store = pool.submit(tracking.prepare_store, uri) if overlap else None
+    if resume is None and cluster.is_local():
+        # Starting a local Ray (~5 s): the MLflow run is opened meanwhile (MLflow's import,
+        # the store, the run: ~3 s). A cluster may still refuse the run: there it is opened
+        # once Ray has said yes.
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(open_run, config, manifest, backbone, uri)
+            try:
+                cluster.start_ray(dashboard=not is_solo(config))
+            except BaseException:
+                tracking.Tracker(opening.result()[1]).finish("FAILED")
+                raise
+            config, handle = opening.result()
+    else:
         cluster.start_ray(dashboard=not is_solo(config))
-        if store is not None:
-            store.result()
-    cluster.check_fits(config, cluster.ray_resources())  # before the MLflow run is created
+    # What a cluster may refuse (a local Ray was checked above): before its run is opened.
+    cluster.check_fits(config, cluster.ray_resources())
     cluster.check_locations(str(dataset_path), runs_root(), uri)
     if resume is None:
-        if not overlap:
-            tracking.prepare_store(uri)
-        wanted = config.run_name or (
-            f"{config.family}-{manifest['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
-        # The MLflow run takes the name of the Ray run folder claimed for it (`wanted`, or
-        # `wanted-2` when a run of that name is already there), so the two read the same.
-        config = replace(config, run_name=claim_run_folder(runs_root(), wanted))
-        experiment = config.experiment or tracking.default_experiment(
-            manifest["name"], config.family
-        )
-        handle = tracking.start_run(
-            uri,
-            experiment,
-            config.run_name,
-            params=flatten(to_dict(config)),
-            tags={
-                "pipeline.dataset": manifest["name"],
-                "pipeline.dataset_fingerprint": manifest["fingerprint"],
-                "pipeline.family": config.family,
-                "pipeline.ray_run": config.run_name,
-                **({"pipeline.fid_backbone": backbone.kind} if backbone else {}),
-            },
-        )
-        # Here, not in the worker: its MLflow import would come before the first step.
-        tracking.Tracker(handle).log_dict(to_dict(config), "config.yaml")
+        if not cluster.is_local():
+            config, handle = open_run(config, manifest, backbone, uri)
         folder = config.run_name
     else:
         tracking.reopen_run(handle)
@@ -210,6 +193,37 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     return TrainResult(
         handle.run_id, handle.name, handle.experiment_id, uri, status, metrics, checkpoint
     )
+
+
+def open_run(config: TrainConfig, manifest: dict, backbone, uri: str) -> tuple[TrainConfig, object]:
+    """A new run's MLflow run, RUNNING, with its params, tags and config.yaml, and its Ray run
+    folder; returns the config with the run's name, and the run's handle."""
+    from pipeline import tracking
+
+    tracking.prepare_store(uri)
+    wanted = config.run_name or (
+        f"{config.family}-{manifest['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    # The MLflow run takes the name of the Ray run folder claimed for it (`wanted`, or
+    # `wanted-2` when a run of that name is already there), so the two read the same.
+    config = replace(config, run_name=claim_run_folder(runs_root(), wanted))
+    experiment = config.experiment or tracking.default_experiment(manifest["name"], config.family)
+    handle = tracking.start_run(
+        uri,
+        experiment,
+        config.run_name,
+        params=flatten(to_dict(config)),
+        tags={
+            "pipeline.dataset": manifest["name"],
+            "pipeline.dataset_fingerprint": manifest["fingerprint"],
+            "pipeline.family": config.family,
+            "pipeline.ray_run": config.run_name,
+            **({"pipeline.fid_backbone": backbone.kind} if backbone else {}),
+        },
+    )
+    # Here, not in the worker: its MLflow import would come before its first step.
+    tracking.Tracker(handle).log_dict(to_dict(config), "config.yaml")
+    return config, handle
 
 
 def fit(

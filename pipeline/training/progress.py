@@ -131,7 +131,7 @@ class ProgressView:
         self.terminal = self.stream.isatty()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline-progress", daemon=True)
-        self._printed: dict[str, tuple[int, float]] = {}  # off a terminal: epoch, when
+        self._printed: dict[str, tuple[int, int, float]] = {}  # off a terminal: epoch, step, when
 
     def __enter__(self) -> ProgressView:
         self._live = None
@@ -152,6 +152,8 @@ class ProgressView:
         self._thread.join(timeout=5)
         if self._live is not None:
             self._live.stop()
+        else:  # a log keeps where each run ended
+            self._draw(final=True)
         forget(self.prefix)
 
     def states(self) -> dict[str, dict]:
@@ -166,20 +168,29 @@ class ProgressView:
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll):
-            try:
-                states = self.states()
-            except Exception:  # noqa: BLE001 (Ray shutting down: the run's end says the rest)
-                continue
-            lines = {n: (f"{n}  " if n else "") + describe(s) for n, s in states.items()}
-            if self._live is not None:
-                self._live.update("\n".join(lines.values()), refresh=True)
-            else:
-                self._print_changed(states, lines)
+            self._draw()
 
-    def _print_changed(self, states: dict[str, dict], lines: dict[str, str]) -> None:
+    def _draw(self, final: bool = False) -> None:
+        try:
+            states = self.states()
+        except Exception:  # noqa: BLE001 (Ray shutting down: the run's end says the rest)
+            return
+        lines = {n: (f"{n}  " if n else "") + describe(s) for n, s in states.items()}
+        if self._live is not None:
+            self._live.update("\n".join(lines.values()), refresh=True)
+        else:
+            self._print_changed(states, lines, final)
+
+    def _print_changed(self, states: dict[str, dict], lines: dict[str, str], final=False) -> None:
+        """Off a terminal: a run's line when its epoch changed, or QUIET seconds after its last
+        one; at the end (`final`), its last state if not printed yet."""
         now = time.monotonic()
         for name, state in states.items():
-            epoch, when = self._printed.get(name, (-1, 0.0))
-            if state["epoch"] != epoch or now - when >= QUIET:
+            epoch, step, when = self._printed.get(name, (-1, -1, 0.0))
+            if final:
+                due = state["step"] != step
+            else:
+                due = state["epoch"] != epoch or now - when >= QUIET
+            if due:
                 print(lines[name], file=self.stream, flush=True)
-                self._printed[name] = (state["epoch"], now)
+                self._printed[name] = (state["epoch"], state["step"], now)

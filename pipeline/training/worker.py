@@ -40,7 +40,8 @@ def run_loop(loop_config: dict, context, handle) -> dict:
     if context.rank == 0 and context.restored is not None:
         # A worker died and was restarted: say so where the user looks.
         tracker.set_tags({"pipeline.restored_from": context.restored})
-        print(f"worker group restarted: resuming from {context.restored}", flush=True)
+        restarted = "worker group" if context.world_size > 1 else "worker"
+        print(f"{restarted} restarted: resuming from {context.restored}", flush=True)
 
     def on_report(report: Report) -> None:
         metrics, folder = report.metrics, report.checkpoint_dir

@@ -4,7 +4,8 @@ with no Tune and no per-trial start-up.
 On the anime hair/eye sample at 64 px, in one run of this script (so the machine's noise
 falls on both):
 
-  - the sweep: `pipeline tune acgan` of `--trials` trials of `--epochs` epochs each, FIFO,
+  - the sweep: `pipeline tune acgan` of `--trials` trials of `--epochs` epochs each (2 epochs
+    of the anime sample: about a minute of training on one core), FIFO,
     one worker per trial, `--concurrent` trials at a time (each its own MLflow child run,
     FID every 2 epochs as the shipped space does);
   - the baseline: the same epochs as `--concurrent` plain `pipeline train` commands started
@@ -17,8 +18,8 @@ trial start-up, Tune, MLflow child runs, the summary. `--ray-train` measures the
 second time with trials on Ray Train worker groups (`--set solo=false`), as every trial ran
 before solo trials. Goal (issue #13): ratio <= 1.15.
 
-    python benchmarks/tune_overhead.py                       # ~6 min
-    python benchmarks/tune_overhead.py --ray-train           # ~9 min
+    python benchmarks/tune_overhead.py                       # ~5 min
+    python benchmarks/tune_overhead.py --ray-train           # ~8 min
     python benchmarks/tune_overhead.py --concurrent 1        # one trial at a time, one core
 """
 
@@ -51,14 +52,16 @@ FIXED = ["--set", "fid.every=2", "--set", "fid.samples=256", "--set", "fid.dims=
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=4, help="trials of the sweep (default 4)")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per trial (default 8)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs per trial, even (default 2: about a minute)"
+    )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (default 2)")
     parser.add_argument("--ray-train", action="store_true", help="also: trials on Ray Train")
     args = parser.parse_args()
     if not ANIME.is_dir():
         sys.exit(f"error: needs the anime sample at {ANIME} (the project's ../shared/datasets)")
-    if args.trials % args.concurrent:
-        sys.exit("error: --trials must be a multiple of --concurrent")
+    if args.trials % args.concurrent or args.epochs % 2:
+        sys.exit("error: --trials must be a multiple of --concurrent, --epochs even (FID every 2)")
     print_machine()
 
     with workdir() as folder:

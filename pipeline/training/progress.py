@@ -6,8 +6,8 @@ every `EVERY` seconds (and after every report) it reads the losses the meter hol
 host sync per post, none per step) and posts a small state. Under Ray the state goes to the
 cluster's GCS key-value store (`ray_poster`): no actor, no extra process, reachable from
 every node. The command's `ProgressView` reads those keys once a second and draws them: a live
-block on a terminal, a plain line per run at each epoch (and at most every `QUIET` seconds
-otherwise) in a log or a pipe.
+block on a terminal; in a log or a pipe, a plain line per run at each epoch, at least every
+`QUIET` seconds, and where it ended.
 
     with ProgressView(prefix="dcgan-celeba-64-20261203-101500"):
         cluster.fit(trainer)
@@ -123,10 +123,12 @@ def duration(seconds: float) -> str:
 
 class ProgressView:
     """The command's side: a thread that reads the states posted under `prefix` and draws
-    them, labelled by what follows the prefix (a trial id; nothing for a single run)."""
+    them, labelled by what follows the prefix (a trial id; nothing for a single run).
+    `each_epoch=False`: off a terminal, only every QUIET seconds (a sweep's console already
+    has a line per trial and epoch)."""
 
-    def __init__(self, prefix: str, poll: float = 1.0, stream=None):
-        self.prefix, self.poll = prefix, poll
+    def __init__(self, prefix: str, poll: float = 1.0, stream=None, each_epoch: bool = True):
+        self.prefix, self.poll, self.each_epoch = prefix, poll, each_epoch
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty()
         self._stop = threading.Event()
@@ -182,15 +184,15 @@ class ProgressView:
             self._print_changed(states, lines, final)
 
     def _print_changed(self, states: dict[str, dict], lines: dict[str, str], final=False) -> None:
-        """Off a terminal: a run's line when its epoch changed, or QUIET seconds after its last
-        one; at the end (`final`), its last state if not printed yet."""
+        """Off a terminal: a run's line when its epoch changed (`each_epoch`), or QUIET seconds
+        after its last one; at the end (`final`), its last state if not printed yet."""
         now = time.monotonic()
         for name, state in states.items():
             epoch, step, when = self._printed.get(name, (-1, -1, 0.0))
             if final:
                 due = state["step"] != step
             else:
-                due = state["epoch"] != epoch or now - when >= QUIET
+                due = (self.each_epoch and state["epoch"] != epoch) or now - when >= QUIET
             if due:
                 print(lines[name], file=self.stream, flush=True)
                 self._printed[name] = (state["epoch"], state["step"], now)

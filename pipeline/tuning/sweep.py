@@ -100,7 +100,8 @@ def tune(
         if not resume:
             write_plan(plan)
         try:
-            with ProgressView(trial_progress(plan, "")["key"]):  # a live line per trial
+            # A live line per running trial (the callback prints each trial's epochs).
+            with ProgressView(trial_progress(plan, "")["key"], each_epoch=False):
                 results = tuner.fit()
         except Exception as exc:  # Tune's own failure (not a trial's): one line, not pages
             raise PipelineError(f"sweep {plan.name} failed in Ray Tune: {one_line(exc)}") from exc

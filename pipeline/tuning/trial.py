@@ -7,8 +7,9 @@ trial's MLflow child run (so a restarted trial logs into the same one), fits wit
 loop right here, in its Tune function (no worker group to start: pipeline.training.solo);
 more workers run on Ray Train.
 
-ASHA and FIFO: one fit; every report reaches Tune through `TuneReportCallback`, and ASHA
-stops a weak trial at a rung. PBT: the fit runs in segments of `perturbation_interval`
+ASHA and FIFO: one fit; every report reaches Tune as it happens (through
+`TuneReportCallback` from Ray Train, or straight from a solo trial's loop), and ASHA stops a
+weak trial at a rung. PBT: the fit runs in segments of `perturbation_interval`
 epochs; after each, `tune.report` carries a small checkpoint that points at the Train
 checkpoint. When PBT exploits, the trial restarts with mutated values and the donor's
 checkpoint; the loop re-applies the learning rates from the config each epoch, so the mutated

@@ -203,6 +203,7 @@ FORWARDED = (
     "PIPELINE_RUNS",
     "PIPELINE_CACHE",
     "MLFLOW_TRACKING_URI",
+    "PIPELINE_RAY_LOG_LEVEL",  # --verbose: Ray's INFO lines from the workers too
 )
 
 

@@ -66,3 +66,8 @@ def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(trials) == 2 and all(t.data.params["family"] == "acgan" for t in trials)
     assert "swept quickstart-" in result.stdout and "pipeline ui" in result.stdout
+    # The console: the live line of the run (off a terminal, where it ended) and no Tune
+    # chatter (its configuration box, a TensorBoard hint) unless --verbose.
+    assert "epoch 1/1 · step " in result.stderr, result.stderr[-2000:]
+    for noise in ("Configuration for experiment", "tensorboard", "View detailed results"):
+        assert noise not in result.output, noise

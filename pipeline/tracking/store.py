@@ -15,6 +15,7 @@ pay it); every client is made by `mlflow_client`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import urllib.error
@@ -129,6 +130,22 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 # Making the store ready, and the client.
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """These loggers' INFO lines kept off the console for a while (PIPELINE_VERBOSE=1: not)."""
+    if os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0"):
+        yield
+        return
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def prepare_store(uri: str) -> None:
     """Make the store ready before Ray starts: create a database store (once), probe a server.
 
@@ -149,7 +166,8 @@ def prepare_store(uri: str) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with folder_lock(path.parent):
                 if not _sqlite_has_tables(path):
-                    mlflow_client(uri).search_experiments(max_results=1)  # creates the tables
+                    with _quiet("mlflow.store.db.utils", "alembic"):  # "Creating tables..."
+                        mlflow_client(uri).search_experiments(max_results=1)  # makes them
         mlflow_client(uri).search_experiments(max_results=1)
     except Exception as error:  # any failure to open the store is the user's to fix
         raise PipelineError(f"cannot open the MLflow store {uri}: {one_line(error)}") from error

@@ -97,8 +97,9 @@ def newest_checkpoint(run_folder: str) -> str | None:
 
 def run_solo(loop_config: dict, storage: str, folder: str, sink=None) -> dict:
     """The loop of a one-worker run in this process; returns {"metrics", "checkpoint"}."""
-    from pipeline.training.worker import given_checkpoint, run_handle, run_loop
+    from pipeline.training.worker import given_checkpoint, quiet_ray_logs, run_handle, run_loop
 
+    quiet_ray_logs()
     handle = run_handle(loop_config)
     context = SoloContext(
         storage,

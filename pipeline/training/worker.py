@@ -15,7 +15,7 @@ from pipeline.training.config import TrainConfig
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train's per-worker function: the loop, with rank 0 logging to MLflow."""
-    _quiet_report_log()
+    quiet_ray_logs()
     handle = run_handle(loop_config)
     run_loop(loop_config, RayContext(loop_config, handle), handle)
 
@@ -81,14 +81,18 @@ def given_checkpoint(loop_config: dict, handle) -> Path | None:
     return None
 
 
-def _quiet_report_log() -> None:
-    """Ray Train V2 logs every report, metrics and all, at INFO through a logger named after
-    its file path, which LoggingConfig does not reach: one long line per report and rank."""
+def quiet_ray_logs() -> None:
+    """Ray's INFO lines in a worker reach the command's console (one per report and rank, one
+    per checkpoint saved); MLflow and the live line say it better. Ray Train V2 logs reports
+    through a logger named after its file path, which LoggingConfig does not reach. At
+    PIPELINE_RAY_LOG_LEVEL (WARNING; INFO with --verbose)."""
+    level = os.environ.get("PIPELINE_RAY_LOG_LEVEL", "WARNING")
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(level)
     try:
         from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # another Ray version: nothing to quiet
+    except ImportError:  # another Ray version: nothing more to quiet
         return
-    level = os.environ.get("PIPELINE_RAY_LOG_LEVEL", "WARNING")
     logging.getLogger(train_context.__file__).setLevel(level)
 
 

@@ -94,6 +94,10 @@ def tune(
     # The trials. Reports without the metric are normal (FID every few epochs; ASHA and PBT
     # skip them), but Tune refuses them unless told.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    if not cluster.verbose():
+        # Tune's new console output prints a configuration box and a TensorBoard hint even at
+        # verbose=0 (this pipeline logs to MLflow); its legacy output at verbose=0 is silent.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     status = "FAILED"
     try:
         tuner = build_tuner(plan, space, resume)

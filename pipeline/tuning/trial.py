@@ -35,7 +35,9 @@ def run_trial(params: dict, plan: SweepPlan) -> None:
     import ray.tune
 
     from pipeline import tracking
+    from pipeline.training.worker import quiet_ray_logs
 
+    quiet_ray_logs()
     started = time.time()  # the trial's start-up (its first fit's startup_s) counts from here
     trial_id = ray.tune.get_context().get_trial_id()
     config = plan.trial_config(params, trial_id)

@@ -52,6 +52,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
     keeps the space, scheduler and searcher it was built with)."""
     from ray import tune as ray_tune
 
+    from pipeline import cluster
     from pipeline.tuning.callbacks import TrialStatus
     from pipeline.tuning.trial import run_trial
 
@@ -86,7 +87,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
             # PBT: a trial's last segment is its end. Without this, PBT may perturb on the
             # final report too and restart trials that have nothing left to train.
             stop={"epoch": plan.max_epochs} if plan.scheduler == "pbt" else None,
-            verbose=0,
+            verbose=1 if cluster.verbose() else 0,
             failure_config=ray_tune.FailureConfig(max_failures=0),
         ),
     )

@@ -126,6 +126,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     from pipeline import cluster, tracking
     from pipeline.training.progress import ProgressView
 
+    started = command_started()
     uri = tracking.tracking_uri()
     if resume is not None:
         tracking.prepare_store(uri)
@@ -176,7 +177,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
                 folder=folder,
                 resume=resume is not None,
                 progress=progress,
-                started=command_started(),
+                started=started,
             )
         if metrics.get("nonfinite"):
             raise PipelineError(
@@ -338,11 +339,10 @@ def build_trainer(config: TrainConfig, loop_config: dict, storage: str, folder: 
 
 
 def command_started() -> float:
-    """When this process started (`time.time()` scale): `pipeline train`'s start-up counts
-    from there, Python's imports included."""
-    import psutil
-
-    return psutil.Process().create_time()
+    """When this command started (`time.time()` scale), its imports included, when `pipeline`
+    runs as a command (stages.cli.main says so in PIPELINE_COMMAND_STARTED); else now
+    (train() called from Python)."""
+    return float(os.environ.get("PIPELINE_COMMAND_STARTED") or time.time())
 
 
 def run_progress(folder: str) -> dict:

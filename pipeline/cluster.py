@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.settings import verbose
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,6 @@ def ray_address() -> str | None:
             "`ray job submit`"
         )
     return address
-
-
-def verbose() -> bool:
-    """`--verbose` (PIPELINE_VERBOSE=1): Ray's own output on the console too."""
-    return os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0")
 
 
 _without_dashboard = False  # this process's own Ray was started without its dashboard

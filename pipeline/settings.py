@@ -10,6 +10,11 @@ import os
 from pathlib import Path
 
 
+def verbose() -> bool:
+    """`--verbose` (PIPELINE_VERBOSE=1): Ray's and MLflow's own output on the console too."""
+    return os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0")
+
+
 def data_root() -> str:
     """Where datasets live: `$PIPELINE_DATA` (a local folder or a URI such as
     s3://bucket/data) or `./data`; a local folder absolute."""

@@ -93,7 +93,7 @@ Verbose = Annotated[
 
 
 def set_verbose(on: bool) -> None:
-    """--verbose: Ray's own output reaches the console (pipeline.cluster.verbose)."""
+    """--verbose: Ray's own output reaches the console (pipeline.settings.verbose)."""
     if on:
         os.environ["PIPELINE_VERBOSE"] = "1"
 

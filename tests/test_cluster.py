@@ -13,6 +13,7 @@ import pytest
 from pipeline import cluster
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
+from pipeline.settings import verbose
 from pipeline.training.driver import claim_run_folder
 from pipeline.tuning.plan import SweepPlan
 from pipeline.tuning.space import KINDS, Param, Space
@@ -229,9 +230,9 @@ def test_ray_worker_pool_warning_is_kept_off_the_console(capsys, monkeypatch):
 
 def test_verbose_is_an_option_of_the_commands_that_start_ray(cli, monkeypatch):
     monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
-    assert not cluster.verbose()
+    assert not verbose()
     for command in ("train", "tune", "quickstart"):
         result = cli(command, "--help")
         assert "--verbose" in result.output, command
     monkeypatch.setenv("PIPELINE_VERBOSE", "1")
-    assert cluster.verbose()
+    assert verbose()

@@ -204,12 +204,7 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(datasets, store, tmp_pat
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, output[-3000:]
-    assert "worker group restarted: resuming from checkpoint-" in output
-    run = only_run(store)
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["epoch"] == 10
-    assert run.data.metrics["images_seen"] == 10 * 17 * 32
-    assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
+    assert_finished_after_a_restart(store, output, "worker group", epochs=10)
 
 
 def test_one_worker_trains_solo_with_the_numbers_of_ray_train(cli, datasets, store):
@@ -275,10 +270,17 @@ def test_solo_worker_killed_mid_run_is_retried_from_its_checkpoint(datasets, sto
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, output[-3000:]
-    assert "worker restarted: resuming from checkpoint-" in output
+    assert_finished_after_a_restart(store, output, "worker", epochs=4)
+
+
+def assert_finished_after_a_restart(store, output: str, restarted: str, epochs: int) -> None:
+    """The command said its worker (group) restarted from a checkpoint, and its one MLflow run
+    finished every epoch of 17 batches of 32, tagged with where it went on from."""
+    assert f"{restarted} restarted: resuming from checkpoint-" in output
     run = only_run(store)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["epoch"] == 4 and run.data.metrics["images_seen"] == 4 * 17 * 32
+    assert run.data.metrics["epoch"] == epochs
+    assert run.data.metrics["images_seen"] == epochs * 17 * 32
     assert run.data.tags["pipeline.restored_from"].startswith("checkpoint-")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError, one_line
+from pipeline.settings import verbose
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -133,7 +134,7 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 @contextlib.contextmanager
 def _quiet(*loggers: str) -> Iterator[None]:
     """These loggers' INFO lines kept off the console for a while (PIPELINE_VERBOSE=1: not)."""
-    if os.environ.get("PIPELINE_VERBOSE", "") not in ("", "0"):
+    if verbose():
         yield
         return
     levels = {name: logging.getLogger(name).level for name in loggers}

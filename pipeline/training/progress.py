@@ -76,6 +76,12 @@ class Ticker:
             pass
 
 
+def worker_poster(progress: dict | None) -> Callable[[dict], None]:
+    """A Ray worker's `progress` ({"key", "epochs"}, from its loop config) as the function its
+    context posts states with: to Ray's key-value store, or nowhere without one."""
+    return ray_poster(progress["key"]) if progress else (lambda state: None)
+
+
 def ray_poster(key: str) -> Callable[[dict], None]:
     """Post a state under `key` in the Ray cluster's key-value store (inside a Ray worker)."""
     from ray.experimental import internal_kv

@@ -34,23 +34,21 @@ class SoloContext:
 
     def __init__(
         self,
+        loop_config: dict,
+        handle,
         storage: str,
         folder: str,
-        given: Callable[[], Path | None],
-        progress: dict | None = None,
         sink: Callable[[dict, str | None], None] | None = None,
-        started: float | None = None,
     ):
+        from pipeline.training.progress import worker_poster
+
+        self.loop_config, self.handle, self.sink = loop_config, handle, sink
         self.run_folder = locations.join(storage, folder)
-        self.given, self.sink, self.started = given, sink, started
         self.latest = newest_checkpoint(self.run_folder)  # set when this is a retry
         self.restored = locations.name_of(self.latest) if self.latest else None
-        self.progress_epochs = (progress or {}).get("epochs")
-        self._post = None
-        if progress:
-            from pipeline.training.progress import ray_poster
-
-            self._post = ray_poster(progress["key"])
+        self.started = loop_config.get("started")
+        self.progress_epochs = (loop_config.get("progress") or {}).get("epochs")
+        self.progress = worker_poster(loop_config.get("progress"))
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is not None:
@@ -60,13 +58,11 @@ class SoloContext:
             self.sink(metrics, self.latest if checkpoint_dir is not None else None)
 
     def checkpoint(self) -> Path | None:
+        from pipeline.training.worker import given_checkpoint
+
         if self.latest is not None:  # a retry goes on from its own last checkpoint
             return ckpt.local_folder(self.latest)
-        return self.given()
-
-    def progress(self, state: dict) -> None:
-        if self._post is not None:
-            self._post(state)
+        return given_checkpoint(self.loop_config, self.handle)
 
 
 def save_checkpoint(file: Path, run_folder: str, name: str) -> str:
@@ -97,18 +93,11 @@ def newest_checkpoint(run_folder: str) -> str | None:
 
 def run_solo(loop_config: dict, storage: str, folder: str, sink=None) -> dict:
     """The loop of a one-worker run in this process; returns {"metrics", "checkpoint"}."""
-    from pipeline.training.worker import given_checkpoint, quiet_ray_logs, run_handle, run_loop
+    from pipeline.training.worker import quiet_ray_logs, run_handle, run_loop
 
     quiet_ray_logs()
     handle = run_handle(loop_config)
-    context = SoloContext(
-        storage,
-        folder,
-        lambda: given_checkpoint(loop_config, handle),
-        loop_config.get("progress"),
-        sink,
-        loop_config.get("started"),
-    )
+    context = SoloContext(loop_config, handle, storage, folder, sink)
     metrics = run_loop(loop_config, context, handle)
     return {"metrics": metrics, "checkpoint": context.latest}
 

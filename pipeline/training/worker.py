@@ -102,6 +102,8 @@ class RayContext:
     def __init__(self, loop_config: dict, handle=None):
         import ray.train
 
+        from pipeline.training.progress import worker_poster
+
         self.loop_config, self.handle = loop_config, handle
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -111,13 +113,8 @@ class RayContext:
         self.restored = Path(found.path).name if found is not None else None
         self.started = loop_config.get("started")
         # Where the live line goes ({"key", "epochs"}; pipeline.training.progress), if anywhere.
-        progress = loop_config.get("progress") or {}
-        self.progress_epochs = progress.get("epochs")
-        self._post = None
-        if progress:
-            from pipeline.training.progress import ray_poster
-
-            self._post = ray_poster(progress["key"])
+        self.progress_epochs = (loop_config.get("progress") or {}).get("epochs")
+        self.progress = worker_poster(loop_config.get("progress"))
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
@@ -128,10 +125,6 @@ class RayContext:
         ray.train.report(
             metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{metrics['step']:08d}"
         )
-
-    def progress(self, state: dict) -> None:
-        if self._post is not None:
-            self._post(state)
 
     def checkpoint(self) -> Path | None:
         import ray.train

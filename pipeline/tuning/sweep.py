@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from pipeline.config import from_dict
 from pipeline.errors import PipelineError, one_line
-from pipeline.settings import runs_root
+from pipeline.settings import runs_root, verbose
 from pipeline.storage import check_location
 from pipeline.tuning.plan import (
     SweepConfig,
@@ -94,7 +94,7 @@ def tune(
     # The trials. Reports without the metric are normal (FID every few epochs; ASHA and PBT
     # skip them), but Tune refuses them unless told.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if not cluster.verbose():
+    if not verbose():
         # Tune's new console output prints a configuration box and a TensorBoard hint even at
         # verbose=0 (this pipeline logs to MLflow); its legacy output at verbose=0 is silent.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -52,7 +52,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
     keeps the space, scheduler and searcher it was built with)."""
     from ray import tune as ray_tune
 
-    from pipeline import cluster
+    from pipeline.settings import verbose
     from pipeline.tuning.callbacks import TrialStatus
     from pipeline.tuning.trial import run_trial
 
@@ -87,7 +87,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
             # PBT: a trial's last segment is its end. Without this, PBT may perturb on the
             # final report too and restart trials that have nothing left to train.
             stop={"epoch": plan.max_epochs} if plan.scheduler == "pbt" else None,
-            verbose=1 if cluster.verbose() else 0,
+            verbose=1 if verbose() else 0,
             failure_config=ray_tune.FailureConfig(max_failures=0),
         ),
     )
@@ -97,8 +97,13 @@ def trial_resources(plan: SweepPlan) -> dict:
     """What Tune reserves for a trial's function. A trial of one worker trains in it (solo:
     pipeline.training.solo), so it holds the worker's CPUs and GPUs; a trial on Ray Train
     holds none (its workers do), only a little memory: `{"cpu": 0}` alone is refused."""
-    if plan.workers_per_trial == 1 and plan.base.get("solo", True):
-        return {"cpu": plan.base["cpus_per_worker"], "gpu": plan.base["gpus_per_worker"]}
+    from pipeline.config import from_dict
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.driver import is_solo
+
+    base = from_dict(TrainConfig, plan.base)
+    if is_solo(base):
+        return {"cpu": base.cpus_per_worker, "gpu": base.gpus_per_worker}
     return {"cpu": 0, "memory": TRIAL_MEMORY}
 
 

@@ -44,6 +44,8 @@ class GANLoss:
     name: str = ""
     gradient_penalty: bool = False  # the caller adds lambda * gradient_penalty(...) to D's loss
     wasserstein: bool = False  # D outputs critic scores, not the logit of a probability
+    # D's output between a "real" and a "fake" verdict; None: a critic's scores have none.
+    boundary: float | None = 0.0
 
     def d_loss_parts(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
         """D's loss on the real batch and on the fake batch (errD_real, errD_fake)."""
@@ -55,6 +57,14 @@ class GANLoss:
 
     def g_loss(self, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def real_signs(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """+1 for each real image D puts on the real side of its boundary, -1 on the fake side
+        (ADA's r_t is their mean). A critic's scores have no fixed boundary: the midpoint of
+        the batch's mean score on reals and on fakes stands for it."""
+        real, fake = real_logits.detach().float(), fake_logits.detach().float()
+        boundary = self.boundary if self.boundary is not None else (real.mean() + fake.mean()) / 2
+        return torch.sign(real - boundary)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -99,6 +109,7 @@ class Wasserstein(GANLoss):
 
     name = "wgan"
     wasserstein = True
+    boundary = None
 
     def d_loss_parts(self, real_logits, fake_logits):
         return -real_logits.mean(), fake_logits.mean()
@@ -118,6 +129,7 @@ class LeastSquares(GANLoss):
     """D: (D(x) - 1)^2 / 2 + D(G(z))^2 / 2; G: (D(G(z)) - 1)^2 / 2."""
 
     name = "lsgan"
+    boundary = 0.5  # halfway between the fake (0) and real (1) targets
 
     def d_loss_parts(self, real_logits, fake_logits):
         return 0.5 * (real_logits - 1).square().mean(), 0.5 * fake_logits.square().mean()

@@ -249,6 +249,14 @@ def images(
             "or <parent folder>-<size> for a generic root such as extra_data or images.",
         ),
     ] = None,
+    val: Annotated[
+        float,
+        typer.Option(
+            "--val",
+            help="Fraction of the images to hold out as a val split (by a hash of each path; "
+            "what a GAN's overfitting measure compares with). Default 0: all train.",
+        ),
+    ] = 0.0,
     *,
     shared: IngestArgs,
 ) -> None:
@@ -258,6 +266,7 @@ def images(
     options = shared.options()
     folder = images_source.check_root(root)
     labels_file = images_source.check_labels_file(labels) if labels is not None else None
+    val = images_source.check_val(val)
     if name is not None:
         name = images_source.check_name(name)
     config = {
@@ -265,9 +274,12 @@ def images(
         "root": str(folder),
         "labels": str(labels_file) if labels_file else None,
         "name": name or images_source.default_dataset_name(folder, options.size),
+        "val": val,
     }
     run_ingest(
-        lambda: images_source.ImageFolderSource(folder, labels_file, name=name, size=options.size),
+        lambda: images_source.ImageFolderSource(
+            folder, labels_file, name=name, size=options.size, val=val
+        ),
         options,
         shared.dry_run,
         config,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pipeline.augment.config import AdaConfig, AugmentConfig, check_augment
 from pipeline.config import ConfigError, apply_overrides, from_dict, read_yaml
 from pipeline.metrics.config import FidConfig, check_fid
 from pipeline.models.config import ModelConfig
@@ -81,6 +82,8 @@ class TrainConfig:
     z_dist: Literal["normal", "uniform"] = "normal"
     z_std: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # what D sees (small data)
+    ada: AdaConfig = field(default_factory=AdaConfig)  # ADA's controller of augment.p
     optim: OptimConfig = field(default_factory=OptimConfig)
     fid: FidConfig = field(default_factory=FidConfig)  # FID/KID every `fid.every` epochs
     completion: CompletionConfig = field(default_factory=CompletionConfig)  # glcic only
@@ -190,6 +193,13 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"lambda_cls={config.lambda_cls} must be >= 0")
     if config.fid.every:
         check_fid(config.fid)
+    check_augment(config.augment, config.ada)
+    if config.family == "glcic" and config.augment.policy != "none":
+        raise ConfigError(
+            "augment.policy is for the GAN families: GLCIC's local discriminator judges the "
+            "patch around the hole, which a geometric transform would move away from it, and "
+            "its completion learns mostly from the reconstruction loss (alpha 0.0004)"
+        )
     if config.family == "glcic":
         check_completion(config)
     if not config.conditional and (config.data.attrs or config.data.groups):

@@ -71,6 +71,7 @@ class Setup:
     channels_last: bool
     autocast: torch.autocast
     distributed: bool
+    rank: int = 0  # who speaks: rank 0 says what concerns the whole run
 
     @classmethod
     def for_worker(cls, config: TrainConfig, ctx: WorkerContext) -> Setup:
@@ -81,7 +82,7 @@ class Setup:
             torch.backends.cudnn.benchmark = True
         distributed = ctx.world_size > 1 and dist.is_available() and dist.is_initialized()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.bf16)
-        return cls(device, cuda, cuda and config.channels_last, autocast, distributed)
+        return cls(device, cuda, cuda and config.channels_last, autocast, distributed, ctx.rank)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ GAN goes wrong in the ways the seeds' researchers met.
     d_won      D(x) above D_WON and D(G(z)) below 1 - D_WON for D_WON_REPORTS reports in a
                row: D tells every fake apart, G's gradient vanishes (probability losses only:
                a WGAN critic's scores are not probabilities).
+    memorising D_gap (D's mean output on training reals minus held-out reals,
+               `pipeline.training.overfitting`) growing for MEMORISE_REPORTS reports in a row
+               and r_v (that gap over the training-to-fake gap) above R_V: D tells the images
+               it trained on from new real ones, the small-dataset failure that augmentation
+               (`augment.policy`, ADA) exists for. A healthy run's r_v wobbles near 0.
 
 A finding is said once per run, when it first holds; the run goes on (a researcher may want to
 see where it leads), the tag says from which report on.
@@ -29,11 +34,13 @@ DIVERSITY_FLOOR = 0.05
 COLLAPSE_REPORTS = 2
 D_WON = 0.95
 D_WON_REPORTS = 3
+MEMORISE_REPORTS = 3
+R_V = 0.3
 
 
 @dataclass(frozen=True)
 class Finding:
-    name: str  # colour | collapse | d_won
+    name: str  # colour | collapse | d_won | memorising
     message: str
 
 
@@ -47,7 +54,8 @@ class Diagnostics:
 
     def update(self, metrics: dict[str, float]) -> list[Finding]:
         self.history.append(metrics)
-        found = [f for f in (self._colour(), self._collapse(), self._d_won()) if f is not None]
+        checks = (self._colour(), self._collapse(), self._d_won(), self._memorising())
+        found = [f for f in checks if f is not None]
         new = [f for f in found if f.name not in self.said]
         self.said |= {f.name for f in new}
         return new
@@ -95,4 +103,19 @@ class Diagnostics:
             f"D has won: D(x) {real[-1]:.3f}, D(G(z)) {fake[-1]:.3f} for {D_WON_REPORTS} "
             "reports: G's gradient vanishes; lower lr_d, raise lr_g, or weaken D "
             "(model.width_d, spectral norm)",
+        )
+
+    def _memorising(self) -> Finding | None:
+        gaps = self._last("D_gap", MEMORISE_REPORTS + 1)
+        r_v = self._last("r_v", 1)
+        if gaps is None or r_v is None or r_v[0] <= R_V:
+            return None
+        if not all(b > a for a, b in zip(gaps, gaps[1:], strict=False)):
+            return None
+        trend = " -> ".join(f"{g:.2f}" for g in gaps)
+        return Finding(
+            "memorising",
+            f"D is memorising the training set: its output on training reals moves away from "
+            f"held-out reals (D_gap {trend}, r_v {r_v[0]:.2f}); on a small dataset train with "
+            "--set augment.policy=bgc (ADA) or color,translation,cutout (DiffAugment)",
         )

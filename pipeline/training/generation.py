@@ -4,7 +4,10 @@ It owns G, D, G_ema, their optimizers and the step, which reads like the papers:
 D" on a real and a fake batch, then every `n_critic` D steps "(2) Update G", then G_ema. The
 loss, its terms (ACGAN's class loss, WGAN-GP's penalty: `pipeline.training.objective`), the
 norms, the conditioning and the architecture come from the config; nothing here is
-per-family. Everything tasks share (data, devices, DDP, reports, checkpoints, FID) is the
+per-family. With `augment.policy`, every image D sees (reals and fakes, in both steps, before
+the penalty and the class head) goes through the differentiable augmentation
+(`pipeline.augment`), whose ADA controller reads D's signs on the reals. Each report measures
+whether D memorises the training set (`pipeline.training.overfitting`). Everything tasks share (data, devices, DDP, reports, checkpoints, FID) is the
 runner's (`pipeline.training.runner`).
 """
 
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.augment import Augment
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
@@ -59,17 +63,23 @@ class GenerationTask:
         self.phases = gan_phases(config)
         self.objective = Objective(config, self.classes, D)
         self.diagnostics = Diagnostics(wasserstein=self.objective.wasserstein)
+        self.augment = Augment.from_config(config.augment, config.ada, self.device,
+                                           setup.distributed)  # fmt: skip
+        self.dataset_path, self.split = data.path, config.data.split
 
     # -- what the runner saves, restores and distributes ------------------------------------
 
     def state_dict(self) -> dict:
-        return {
+        state = {
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
         }
+        if self.augment is not None:
+            state["augment"] = self.augment.state_dict()  # ADA's p and its partial sums
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -77,6 +87,9 @@ class GenerationTask:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.augment is not None:
+            # A checkpoint from before augmentation (or PBT from a trial without it): p from 0.
+            self.augment.load_state_dict(state.get("augment", {}))
 
     def distribute(self) -> None:
         """DDP over the ranks (after a resume has loaded the weights), then compile."""
@@ -115,11 +128,15 @@ class GenerationTask:
         with autocast:
             with torch.set_grad_enabled(reuse_fake):
                 fake = self.G_train(z, y_fake)
-            real = judge(self.D_train, x, y)
-            judged_fake = judge(self.D_train, fake.detach(), y_fake)
+            real = judge(self.D_train, self.seen(x), y)
+            judged_fake = judge(self.D_train, self.seen(fake.detach()), y_fake)
         errD, parts = self.objective.loss(phase_d.name, real, judged_fake)
         parts["grad_norm_d"] = self._update(self.D, self.opt_d, errD)
         self.objective.constrain_d(self.D)
+        # ADA's overfitting heuristic: on which side of its boundary D puts the reals.
+        signs = self.objective.adversarial.real_signs(real.logits, judged_fake.logits)
+        if self.augment is not None:
+            self.augment.observe(signs)
 
         # (2) Update G, every n_critic D steps. Through the bare D (not its DDP wrapper) with
         # its weights frozen: no D gradient is computed or all-reduced in a step that does not
@@ -136,7 +153,7 @@ class GenerationTask:
             with autocast:
                 if not reuse_fake:
                     fake = self.G_train(z, y_gen)
-                judged_gen = judge(self.D, fake, y_gen)
+                judged_gen = judge(self.D, self.seen(fake), y_gen)
             errG, g_parts = self.objective.loss(phase_g.name, None, judged_gen)
             parts.update(g_parts)
             parts["grad_norm_g"] = self._update(self.G, self.opt_g, errG)
@@ -154,6 +171,7 @@ class GenerationTask:
             "loss_d": errD,
             "D_x": score(real.logits, wasserstein),
             "D_G_z": score(judged_fake.logits, wasserstein),
+            "r_t": signs.mean(),
             "fake_mean": fake_mean,
             "fake_std": fake_std,
             "real_mean": real_mean,
@@ -164,6 +182,10 @@ class GenerationTask:
         }
         loss = errD.detach() + (errG.detach() if errG is not None else 0.0)
         return values, loss
+
+    def seen(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as D sees them: through the run's augmentation, if any."""
+        return self.augment(images) if self.augment is not None else images
 
     @staticmethod
     def _update(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor):
@@ -182,7 +204,13 @@ class GenerationTask:
         return self.diagnostics.update(metrics)
 
     def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
-        return image_summaries(values)
+        """Colour and diversity, D's outputs on training, held-out and fake images (every
+        rank measures the same), and the augmentation's p."""
+        out = image_summaries(values)
+        out.update(self.overfit.measure(self.D, self.G, self.z_probe, self.y_probe))
+        if self.augment is not None:
+            out.update(self.augment.summaries())
+        return out
 
     # -- what the runner shows and scores ---------------------------------------------------
 
@@ -197,6 +225,14 @@ class GenerationTask:
             y, self.row_names = grid_labels(self.label_plan, rows, columns, self.config.seed)
             self.y_fixed = torch.from_numpy(y).to(self.device)
         self.grid_columns = columns
+        # The overfitting measure's images and noise (`pipeline.training.overfitting`).
+        from pipeline.training.overfitting import PROBE_IMAGES, OverfitProbe
+
+        say = print if self.setup.rank == 0 else (lambda line: None)
+        self.overfit = OverfitProbe(self.dataset_path, self.split, self.device, say)
+        noise = torch.Generator().manual_seed(self.config.seed + 1)
+        self.z_probe = sample_z(self.config, PROBE_IMAGES, self.device, noise)
+        self.y_probe = random_labels(self.classes, PROBE_IMAGES, self.device, noise)
 
     @torch.no_grad()
     def sample_grid(self):

@@ -5,7 +5,11 @@ files and folders are ignored; symlinked folders are not followed) and taken in 
 their path relative to the root, so the same folder always gives the same shards. The name is
 only a filter: decoding is by content (`transforms.prepare`), and a file that turns out not to
 be an image is skipped and listed in the manifest like any bad record. Each image is cut to its
-largest centred square and resized with Lanczos. Everything is the `train` split.
+largest centred square and resized with Lanczos. Everything is the `train` split, unless
+`--val FRACTION` holds images out as a `val` split (what a GAN's overfitting measure compares
+D's training images with): an image is held out when a hash of its relative path falls in the
+fraction, so the split does not depend on the order of the files or on other images added to
+the folder later.
 
 Labels, one or more groups of classes, each an int16 column holding a class index:
 
@@ -35,6 +39,7 @@ keep a null label.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -129,14 +134,18 @@ class ImageFolderSource(Source):
         labels: str | Path | None = None,
         name: str | None = None,
         size: int = 64,
+        val: float = 0.0,
     ):
         self.root = check_root(root)
+        self.val = check_val(val)
         self.labels_path = check_labels_file(labels) if labels is not None else None
         self.name = check_name(name) if name is not None else None
         self.size = size
-        self._paths: list[str] = []  # a list: a numpy str array pads every path to the longest
+        # Per split: a list of paths (a numpy str array pads every path to the longest) and
+        # the label columns of the same rows.
+        self._paths: dict[str, list[str]] = {}
         self._groups: list[LabelGroup] = []
-        self._labels: dict[str, np.ndarray] = {}
+        self._labels: dict[str, dict[str, np.ndarray]] = {}
 
     def default_name(self, size: int) -> str:
         return self.name or default_dataset_name(self.root, size)
@@ -159,14 +168,24 @@ class ImageFolderSource(Source):
         else:
             groups, indices = folder_labels(paths, notes, counts)
 
-        selected = len(paths) if limit is None else min(limit, len(paths))
-        self._paths = paths[:selected]
+        held_out = np.array([held_out_key(path, self.val) for path in paths], dtype=bool)
         self._groups = groups
-        self._labels = {g.column: indices[g.column][:selected] for g in groups}
+        for split, rows in (("train", ~held_out), ("val", held_out)):
+            chosen = np.flatnonzero(rows)[:limit]
+            if split == "val" and not self.val:
+                continue
+            self._paths[split] = [paths[i] for i in chosen]
+            self._labels[split] = {g.column: indices[g.column][chosen] for g in groups}
+        if self.val and not self._paths["val"]:
+            raise PipelineError(
+                f"--val {self.val} holds out none of the {len(paths)} images in {self.root}: "
+                "raise it, or leave it out"
+            )
         columns = [_column(g, self.labels_path) for g in groups]
         description = {
             "root": str(self.root),
             "extensions": list(EXTENSIONS),
+            "val_fraction": self.val,
             "labels_from": (
                 "csv" if self.labels_path is not None else "folders" if groups else None
             ),
@@ -174,10 +193,14 @@ class ImageFolderSource(Source):
         if self.labels_path is not None:
             description["labels_file"] = str(self.labels_path)
         return Plan(
-            splits={"train": selected},
+            splits={split: len(rows) for split, rows in self._paths.items()},
             recipe=Recipe(size=self.size, mode="RGB", crop="center-square"),
             fingerprint=fingerprint(
-                self.kind, [list(f) for f in files], labels_digest, [g.spec() for g in groups]
+                self.kind,
+                [list(f) for f in files],
+                labels_digest,
+                [g.spec() for g in groups],
+                *([["val", self.val]] if self.val else []),  # without it, as before --val
             ),
             columns=columns,
             labels={"groups": [g.spec() for g in groups]} if groups else None,
@@ -187,14 +210,14 @@ class ImageFolderSource(Source):
         )
 
     def read(self, split: str, index: int) -> Record:
-        relative = self._paths[index]
+        relative = self._paths[split][index]
         path = self.root / relative
         try:
             payload = path.read_bytes()
         except OSError as exc:
             raise BadRecord(f"unreadable file: {exc.strerror or exc}", key=relative) from None
         values = {}
-        for column, indices in self._labels.items():
+        for column, indices in self._labels[split].items():
             value = int(indices[index])
             values[column] = None if value == MISSING else value
         return Record(key=relative, payload=payload, values=values)
@@ -480,3 +503,18 @@ def _strip_extension(path: str) -> str:
 
 def _examples(paths: list[str], labels: np.ndarray) -> list[str]:
     return [paths[i] for i in np.flatnonzero(labels == MISSING)[:EXAMPLES]]
+
+
+def check_val(val: float) -> float:
+    if not 0.0 <= val < 1.0:
+        raise PipelineError(f"--val {val} must be a fraction in [0, 1) of the images to hold out")
+    return float(val)
+
+
+def held_out_key(relative: str, fraction: float) -> bool:
+    """Whether the image at `relative` belongs to the val split: its path's hash as a number
+    in [0, 1) below `fraction`."""
+    if not fraction:
+        return False
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

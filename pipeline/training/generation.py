@@ -7,8 +7,9 @@ norms, the conditioning and the architecture come from the config; nothing here 
 per-family. With `augment.policy`, every image D sees (reals and fakes, in both steps, before
 the penalty and the class head) goes through the differentiable augmentation
 (`pipeline.augment`), whose ADA controller reads D's signs on the reals. Each report measures
-whether D memorises the training set (`pipeline.training.overfitting`). Everything tasks share (data, devices, DDP, reports, checkpoints, FID) is the
-runner's (`pipeline.training.runner`).
+whether D memorises the training set (`pipeline.training.overfitting`). Everything tasks
+share (data, devices, DDP, reports, checkpoints, FID) is the runner's
+(`pipeline.training.runner`).
 """
 
 from __future__ import annotations

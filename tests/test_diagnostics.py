@@ -83,3 +83,23 @@ def test_thresholds_on_recorded_sequences():
     decided = Diagnostics()
     said = [decided.update({"D_x": 0.99, "D_G_z": 0.01}) for _ in range(5)]
     assert [len(s) for s in said] == [0, 0, 1, 0, 0]  # after 3 reports, once
+
+
+def test_memorising_when_the_train_val_gap_keeps_growing():
+    """D_gap rising for 3 reports with r_v above 0.3: said once; a gap that wobbles, or grows
+    while r_v stays small (D separating everything better), is not memorising."""
+    memorising = Diagnostics()
+    said = [memorising.update({"D_gap": gap, "r_v": gap / 4})
+            for gap in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)]  # fmt: skip
+    assert [[f.name for f in s] for s in said] == [[], [], [], ["memorising"], [], []]
+    assert "D is memorising the training set" in said[3][0].message
+    assert "augment.policy=bgc" in said[3][0].message
+    wobble = Diagnostics()
+    for gap in (0.5, 1.5, 1.0, 2.0, 1.8, 2.2):
+        assert wobble.update({"D_gap": gap, "r_v": 0.6}) == []
+    sharper = Diagnostics()
+    for gap in (0.1, 0.2, 0.3, 0.4, 0.5):
+        assert sharper.update({"D_gap": gap, "r_v": 0.1}) == []
+    unmeasured = Diagnostics()  # no held-out split: no D_gap, nothing to say
+    for _ in range(5):
+        assert unmeasured.update({"D_train": 3.0, "D_fake": -3.0}) == []

@@ -308,3 +308,47 @@ def test_workers_give_the_same_bytes(anime_root, tmp_path):
         shard_rows=64,
     )
     assert hashes[0] == hashes[1] and len(hashes[0]) == 4
+
+
+def test_val_holds_out_images_by_a_hash_of_their_path(cli, anime_root, tmp_path):
+    """--val 0.15: a val split of the images whose path hashes into the fraction, labels kept
+    with their images; the same split whatever else the folder holds; a new fingerprint."""
+    from pipeline.data.sources.images import held_out_key
+
+    out = tmp_path / "anime"
+    result = cli("ingest", "images", "--root", anime_root, "--labels", anime_root / "tags.csv",
+                 "--out", out, "--size", "32", "--val", "0.15", "--workers", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = manifest_of(out)
+    assert list(manifest["splits"]) == ["train", "val"]
+    train, val = read_plain(out / "train"), read_plain(out / "val")
+    assert (train.num_rows, val.num_rows) == (502, 64)
+    val_keys = val.column("key").to_pylist()
+    assert all(held_out_key(key, 0.15) for key in val_keys)
+    assert not any(held_out_key(key, 0.15) for key in train.column("key").to_pylist())
+    tags, groups = anime_tags(anime_root), manifest["labels"]["groups"]
+    for key, h, e in zip(val_keys, val.column("label_hair").to_pylist(),
+                         val.column("label_eyes").to_pylist(), strict=True):  # fmt: skip
+        assert (groups[0]["classes"][h], groups[1]["classes"][e]) == tags[Path(key).stem]
+    assert manifest["source"]["val_fraction"] == 0.15
+
+    # Half the folder: each image that stays keeps its split.
+    half = tmp_path / "half"
+    names = sorted(p.name for p in (anime_root / "images").iterdir())[::2]
+    copy_images(anime_root, half / "images", names)
+    source = ImageFolderSource(half, val=0.15)
+    plan = source.plan()
+    kept = {f"images/{n}" for n in names}
+    assert plan.splits["val"] == len({k for k in val_keys if k in kept})
+    whole = ImageFolderSource(half).plan()
+    assert plan.fingerprint != whole.fingerprint and list(whole.splits) == ["train"]
+
+
+def test_val_out_of_range_or_holding_out_nothing(cli, anime_root, tmp_path):
+    result = cli("ingest", "images", "--root", anime_root, "--val", "1.5", "--out", tmp_path / "a")
+    assert_one_line_error(result, "--val 1.5 must be a fraction in [0, 1)")
+    one = tmp_path / "one"
+    copy_images(anime_root, one, ["0.jpg"])
+    result = cli("ingest", "images", "--root", one, "--val", "0.0001", "--out", tmp_path / "b")
+    assert_one_line_error(result, "--val 0.0001 holds out none of the 1 images")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -11,12 +11,13 @@ from tests.sample_data import SHARED
 ANIME = SHARED / "anime-mlds2018" / "extra_data"
 
 
-def anime_dataset(folder: Path, size: int = 32) -> Path:
-    """The 566 real anime faces with hair and eye groups, ingested at `size` px."""
-    out = folder / f"anime-{size}"
+def anime_dataset(folder: Path, size: int = 32, val: float = 0.0) -> Path:
+    """The 566 real anime faces with hair and eye groups, ingested at `size` px (`val`: that
+    fraction held out as a val split, 64 images at 0.15)."""
+    out = folder / (f"anime-{size}" + (f"-val{val}" if val else ""))
     if not (out / "manifest.json").exists():
         ingest(
-            ImageFolderSource(ANIME, ANIME / "tags.csv", size=size),
+            ImageFolderSource(ANIME, ANIME / "tags.csv", size=size, val=val),
             IngestOptions(out=str(out), size=size, workers=1),
         )
     return out

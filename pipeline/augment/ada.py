@@ -146,9 +146,8 @@ class AdaPipeline:
         vv = torch.outer(v, v)
         flip, drawn = torch.floor(torch.rand(b, device=dev) * 2), _drawn(b, p, dev)
         flip = torch.where(drawn, flip, torch.zeros_like(flip))
-        C, changed = (torch.eye(4, device=dev) - 2 * vv * flip[:, None, None]) @ C, changed | (
-            flip > 0
-        )
+        C = (torch.eye(4, device=dev) - 2 * vv * flip[:, None, None]) @ C  # Householder
+        changed = changed | (flip > 0)
         if c > 1:
             hue = (torch.rand(b, device=dev) * 2 - 1) * math.pi * HUE_MAX
             drawn = _drawn(b, p, dev)
@@ -157,9 +156,8 @@ class AdaPipeline:
             sat = torch.exp2(torch.randn(b, device=dev) * SATURATION_STD)
             drawn = _drawn(b, p, dev)
             sat = torch.where(drawn, sat, torch.ones_like(sat))
-            C, changed = (vv + (torch.eye(4, device=dev) - vv) * sat[:, None, None]) @ C, (
-                changed | drawn
-            )
+            C = (vv + (torch.eye(4, device=dev) - vv) * sat[:, None, None]) @ C
+            changed = changed | drawn
         C = C.to(x.dtype)
         flat = x.reshape(b, c, h * w)
         if c == 3:

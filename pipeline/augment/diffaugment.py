@@ -43,6 +43,8 @@ class Color:
     adaptive = False
 
     def __call__(self, x: Tensor, p: float) -> Tensor:
+        if p <= 0:
+            return x  # drawing nothing: p = 0 leaves the run's random numbers as they were
         x = per_image(x, x + _uniform(x, -0.5, 0.5), p)
         mean = x.mean(dim=1, keepdim=True)
         x = per_image(x, (x - mean) * _uniform(x, 0.0, 2.0) + mean, p)
@@ -57,6 +59,8 @@ class Translation:
     adaptive = False
 
     def __call__(self, x: Tensor, p: float) -> Tensor:
+        if p <= 0:
+            return x
         b, _, h, w = x.shape
         sh, sw = int(h * TRANSLATION + 0.5), int(w * TRANSLATION + 0.5)
         dy = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
@@ -77,6 +81,8 @@ class Cutout:
     adaptive = False
 
     def __call__(self, x: Tensor, p: float) -> Tensor:
+        if p <= 0:
+            return x
         b, _, h, w = x.shape
         ch, cw = int(h * CUTOUT + 0.5), int(w * CUTOUT + 0.5)
         # The reference's offsets: 0 .. side - 1 for an even square, 0 .. side for an odd one.

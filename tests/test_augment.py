@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
-from pipeline.augment import AUGMENTATIONS, AdaController, Augment
+from pipeline.augment.ada import AdaController
 from pipeline.augment.config import AdaConfig, AugmentConfig
+from pipeline.augment.policy import AUGMENTATIONS, Augment
 from pipeline.config import ConfigError
 from pipeline.losses import get_loss
 from pipeline.training.config import load_train_config

@@ -32,7 +32,7 @@ class AdaConfig:
 
 def check_augment(augment: AugmentConfig, ada: AdaConfig) -> None:
     """Unknown names, probabilities outside [0, 1] and a controller that cannot move: one line."""
-    from pipeline.augment import parse_policy
+    from pipeline.augment.policy import parse_policy
 
     parse_policy(augment.policy)
     if augment.p is not None and not 0.0 <= augment.p <= 1.0:

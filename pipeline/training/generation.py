@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.augment import Augment
+from pipeline.augment.policy import Augment
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup

@@ -313,7 +313,7 @@ def test_workers_give_the_same_bytes(anime_root, tmp_path):
 def test_val_holds_out_images_by_a_hash_of_their_path(cli, anime_root, tmp_path):
     """--val 0.15: a val split of the images whose path hashes into the fraction, labels kept
     with their images; the same split whatever else the folder holds; a new fingerprint."""
-    from pipeline.data.sources.images import held_out_key
+    from pipeline.data.sources.base import held_out_key
 
     out = tmp_path / "anime"
     result = cli("ingest", "images", "--root", anime_root, "--labels", anime_root / "tags.csv",

@@ -31,10 +31,8 @@ class AdaConfig:
 
 
 def check_augment(augment: AugmentConfig, ada: AdaConfig) -> None:
-    """Unknown names, probabilities outside [0, 1] and a controller that cannot move: one line."""
-    from pipeline.augment.policy import parse_policy
-
-    parse_policy(augment.policy)
+    """Probabilities outside [0, 1] and a controller that cannot move: one line (the policy's
+    names are checked against the registry, `pipeline.augment.policy.parse_policy`)."""
     if augment.p is not None and not 0.0 <= augment.p <= 1.0:
         raise ConfigError(f"augment.p={augment.p} must be in [0, 1] (unset: adaptive / always)")
     if not 0.0 < ada.target < 1.0:

@@ -32,6 +32,14 @@ def per_image(x: Tensor, changed: Tensor, p: float) -> Tensor:
     return torch.where(picked[:, None, None, None], changed, x)
 
 
+def _pixel_grid(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Row and column indices, shaped to broadcast against (batch, 1, 1) offsets."""
+    h, w = x.shape[2:]
+    return torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[
+        None, None, :
+    ]
+
+
 def _uniform(x: Tensor, low: float, high: float) -> Tensor:
     return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) * (high - low) + low
 
@@ -67,8 +75,8 @@ class Translation:
         dx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
         # Output pixel (i, j) reads padded pixel (i + dy + 1, j + dx + 1): the one-pixel zero
         # frame of the padding is what every read past the border lands on.
-        rows = (torch.arange(h, device=x.device)[None, :, None] + dy + 1).clamp(0, h + 1)
-        cols = (torch.arange(w, device=x.device)[None, None, :] + dx + 1).clamp(0, w + 1)
+        rows, cols = _pixel_grid(x)
+        rows, cols = (rows + dy + 1).clamp(0, h + 1), (cols + dx + 1).clamp(0, w + 1)
         padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # NHWC for the gather
         batch = torch.arange(b, device=x.device)[:, None, None]
         return per_image(x, padded[batch, rows, cols].permute(0, 3, 1, 2), p)
@@ -88,7 +96,6 @@ class Cutout:
         # The reference's offsets: 0 .. side - 1 for an even square, 0 .. side for an odd one.
         top = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device) - ch // 2
         left = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device) - cw // 2
-        rows = torch.arange(h, device=x.device)[None, :, None]
-        cols = torch.arange(w, device=x.device)[None, None, :]
+        rows, cols = _pixel_grid(x)
         inside = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
         return per_image(x, x * (~inside)[:, None].to(x.dtype), p)

@@ -193,6 +193,9 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"lambda_cls={config.lambda_cls} must be >= 0")
     if config.fid.every:
         check_fid(config.fid)
+    from pipeline.augment.policy import parse_policy
+
+    parse_policy(config.augment.policy)
     check_augment(config.augment, config.ada)
     if config.family == "glcic" and config.augment.policy != "none":
         raise ConfigError(

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.data.shards import Column
 from pipeline.data.transforms import Recipe
+from pipeline.errors import PipelineError
 
 
 @dataclass
@@ -81,3 +82,20 @@ def fingerprint(*parts: Any) -> str:
 
     feed(list(parts))
     return digest.hexdigest()
+
+
+def check_val(val: float) -> float:
+    """`--val`: the fraction of a source's records to hold out as a `val` split."""
+    if not 0.0 <= val < 1.0:
+        raise PipelineError(f"--val {val} must be a fraction in [0, 1) of the images to hold out")
+    return float(val)
+
+
+def held_out_key(key: str, fraction: float) -> bool:
+    """Whether the record `key` belongs to the held-out split: its hash as a number in [0, 1)
+    below `fraction`. A hash, not a position: the same records are held out whatever order the
+    source lists them in and whatever records it gains later."""
+    if not fraction:
+        return False
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -6,10 +6,7 @@ their path relative to the root, so the same folder always gives the same shards
 only a filter: decoding is by content (`transforms.prepare`), and a file that turns out not to
 be an image is skipped and listed in the manifest like any bad record. Each image is cut to its
 largest centred square and resized with Lanczos. Everything is the `train` split, unless
-`--val FRACTION` holds images out as a `val` split (what a GAN's overfitting measure compares
-D's training images with): an image is held out when a hash of its relative path falls in the
-fraction, so the split does not depend on the order of the files or on other images added to
-the folder later.
+`--val FRACTION` holds out as `val` the images whose relative path hashes into the fraction.
 
 Labels, one or more groups of classes, each an int16 column holding a class index:
 
@@ -39,7 +36,6 @@ keep a null label.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re
@@ -50,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.sources.annotations import read_text
-from pipeline.data.sources.base import Plan, Record, Source, fingerprint
+from pipeline.data.sources.base import Plan, Record, Source, check_val, fingerprint, held_out_key
 from pipeline.data.transforms import BadRecord, Recipe
 from pipeline.errors import PipelineError
 
@@ -170,10 +166,8 @@ class ImageFolderSource(Source):
 
         held_out = np.array([held_out_key(path, self.val) for path in paths], dtype=bool)
         self._groups = groups
-        for split, rows in (("train", ~held_out), ("val", held_out)):
+        for split, rows in (("train", ~held_out), ("val", held_out))[: 2 if self.val else 1]:
             chosen = np.flatnonzero(rows)[:limit]
-            if split == "val" and not self.val:
-                continue
             self._paths[split] = [paths[i] for i in chosen]
             self._labels[split] = {g.column: indices[g.column][chosen] for g in groups}
         if self.val and not self._paths["val"]:
@@ -503,18 +497,3 @@ def _strip_extension(path: str) -> str:
 
 def _examples(paths: list[str], labels: np.ndarray) -> list[str]:
     return [paths[i] for i in np.flatnonzero(labels == MISSING)[:EXAMPLES]]
-
-
-def check_val(val: float) -> float:
-    if not 0.0 <= val < 1.0:
-        raise PipelineError(f"--val {val} must be a fraction in [0, 1) of the images to hold out")
-    return float(val)
-
-
-def held_out_key(relative: str, fraction: float) -> bool:
-    """Whether the image at `relative` belongs to the val split: its path's hash as a number
-    in [0, 1) below `fraction`."""
-    if not fraction:
-        return False
-    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -5,10 +5,14 @@ really not on the worker's disk. Stopped by the script (process groups), then an
 under its state folder is killed; nothing is left running.
 
     with TwoNodeRay(tmp_path, private=[tmp_path / "runs"]) as cluster:
-        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        env = {**os.environ, **cluster.driver_env}  # what a driver joining it needs
 
 `TwoNodeRay(tmp_path, private=[], second_node=False)` is a one-node `ray start` cluster (a
 second Ray instance on this machine, beside the one a `pipeline` command starts).
+
+Each cluster has a token file of its own that does not exist beforehand (`RAY_AUTH_TOKEN_PATH`
+in its state folder), so the script's first-start path, a machine with no token yet, is the
+one every test takes.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ class TwoNodeRay:
         self.dashboard = free_port()
         # Ray's socket paths must stay short: its state goes under /tmp, not pytest's folder.
         self.state = Path(tempfile.mkdtemp(prefix="rn-", dir="/tmp"))
+        self.token = self.state / "auth" / "token"
         # Worker-port ranges of their own, below the ephemeral ports free_port hands out.
         base = 10000 + (self.port % 10) * 2000
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+            **{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")},
+            "RAY_AUTH_TOKEN_PATH": str(self.token),
             "STATE_DIR": str(self.state),
             "PRIVATE": ":".join(str(p) for p in private),
             "NUM_CPUS": "1",
@@ -49,6 +55,12 @@ class TwoNodeRay:
             "WORKER_AGENT_PORT": str(free_port()),
             "WORKER_PORTS": str(base),
         }
+
+    @property
+    def driver_env(self) -> dict[str, str]:
+        """The variables a driver (`pipeline train`, `ray.init`) needs to join this cluster."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(self.token)}  # fmt: skip
 
     def run(self, *command: str) -> None:
         done = subprocess.run(

@@ -50,7 +50,7 @@ def test_what_other_nodes_cannot_reach_is_refused(tmp_path):
     private_data = anime_dataset(private / "data")
     shared_data = anime_dataset(shared / "data")
     with TwoNodeRay(tmp_path, private=[private]) as cluster:
-        env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}
+        env = {**os.environ, **cluster.driver_env}
         train = ["train", "dcgan", "--epochs", "1", "--workers", "2", "--batch-size", "32", *SMALL]
         started = time.monotonic()
 
@@ -134,7 +134,7 @@ def test_two_nodes_on_a_bucket_and_a_team_server(tmp_path, monkeypatch):
             monkeypatch.setenv(name, value)  # this test reads the bucket too
         bucket = storage.remote(runs)
         with TwoNodeRay(tmp_path, private=[node_local]) as cluster:
-            env |= {"RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}
+            env |= cluster.driver_env
             train = subprocess.Popen(
                 [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", data,
                  "--epochs", "6", "--workers", "2", "--batch-size", "32", *SMALL],

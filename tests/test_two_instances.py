@@ -69,6 +69,7 @@ def test_the_workers_of_a_local_ray_reach_their_own_instance(tmp_path, monkeypat
             address, _ = ray.get(actors_seen.remote(), timeout=120)
         finally:
             ray.shutdown()
+        assert other.token.stat().st_mode & 0o777 == 0o600  # the script's new token: yours alone
     assert address is not None and address.split(":")[1] == own.split(":")[1] != str(other.port)
     assert "RAY_ADDRESS" not in os.environ  # given back: the next start_ray starts afresh
 

@@ -13,7 +13,9 @@
 #   infra/local/two-node.sh env             print the variables again
 #
 # `up` stays in the foreground and stops both nodes on Ctrl-C; `--detach` returns once both
-# are up. Token auth is on (RAY_AUTH_MODE=token; the token in ~/.ray/auth_token).
+# are up. Token auth is on (RAY_AUTH_MODE=token): the token is RAY_AUTH_TOKEN, or the file at
+# RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token); where there is none yet, `up` writes a new
+# one there, readable by you alone (as `ray get-auth-token --generate` would, but mode 600).
 #
 # Settings (environment): STATE_DIR (default /tmp/pipeline-two-node: Ray's socket paths must
 # stay short), PRIVATE (colon-separated folders the worker gets its own empty copy of; default
@@ -36,8 +38,23 @@ ADDRESS="127.0.0.1:$RAY_PORT"
 export RAY_AUTH_MODE=token
 unset RAY_ADDRESS  # `ray start` would join that cluster instead
 
+TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
+
 say() { echo "two-node: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# `ray start` with token auth refuses to start without a token (a fresh machine has none).
+ensure_token() {
+    [ -n "${RAY_AUTH_TOKEN:-}" ] && return 0
+    [ -s "$TOKEN_PATH" ] && return 0
+    (
+        umask 077
+        mkdir -p "$(dirname "$TOKEN_PATH")"
+        python3 -c 'import secrets; print(secrets.token_hex(32), end="")' >"$TOKEN_PATH.new"
+        mv "$TOKEN_PATH.new" "$TOKEN_PATH"
+    ) || die "cannot write a Ray auth token to $TOKEN_PATH"
+    say "no Ray auth token yet: wrote a new one to $TOKEN_PATH (mode 600)"
+}
 
 command -v ray >/dev/null || die "ray not found: pip install 'ray[default]'"
 command -v unshare >/dev/null || die "unshare not found (util-linux)"
@@ -119,6 +136,9 @@ stop_all() {
 write_env() {
     {
         echo "export RAY_ADDRESS=$ADDRESS RAY_AUTH_MODE=token"
+        if [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+            echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"
+        fi
         echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT  # ray job submit"
     } >"$STATE_DIR/env.sh"
 }
@@ -143,6 +163,7 @@ up() {
         && die "a cluster is already running from $STATE_DIR (two-node.sh stop)"
     if [ "$detach" = 0 ]; then trap 'stop_all; exit 130' INT TERM; fi
     trap on_failure EXIT
+    ensure_token
     start_head
     [ "$nodes" = 2 ] && start_worker
     write_env
@@ -168,6 +189,6 @@ case ${1:-up} in
         ;;
     start-worker) start_worker; say "worker node up" ;;
     env) if [ -f "$STATE_DIR/env.sh" ]; then cat "$STATE_DIR/env.sh"; else die "no cluster in $STATE_DIR"; fi ;;
-    -h|--help|help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command $1 (up, stop, kill-worker, start-worker, env)" ;;
 esac

@@ -114,6 +114,27 @@ class Browser:
         missing = [word for word in words if word not in text]
         raise AssertionError(f"page never showed {missing}; it shows:\n{text[:3000]}")
 
+    def scroll_to_text(self, word: str, timeout: float = 60) -> str:
+        """The page's text once `word` is in it, scrolling each virtualized table (MLflow renders
+        only the rows in view: a compare page's metrics past the first dozen, say) a view at a
+        time, as a reader would."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for offset in range(0, 20000, 200):
+                text = self.text()
+                if word in text:
+                    return text
+                scrolled = self.run(
+                    "const grids = document.querySelectorAll('.ReactVirtualized__Grid');"
+                    f"grids.forEach(g => {{ g.scrollTop = {offset}; }});"
+                    f"return Array.from(grids).some(g => g.scrollHeight > {offset});"
+                )
+                if not scrolled:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)
+        raise AssertionError(f"no scroll of the page's tables showed {word!r}")
+
     def __enter__(self) -> Browser:
         return self
 

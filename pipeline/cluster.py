@@ -127,6 +127,7 @@ def start_own_ray(dashboard: bool = True) -> None:
     a shutdown, starts a fresh instance again)."""
     import ray
 
+    own_token()
     port = free_port()
     own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
     before = {name: os.environ.get(name) for name in own}
@@ -145,6 +146,36 @@ def start_own_ray(dashboard: bool = True) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def own_token() -> None:
+    """A Ray token readable by this user alone, written before a local Ray starts.
+
+    A local `ray.init` turns token auth on (Ray 2.59+) and, where there is no token yet, writes
+    one to ~/.ray/auth_token under the process umask: readable by every user of the machine on
+    most systems, and whoever reads it can run code as you on that Ray. So a missing token is
+    written here first, mode 600 (at RAY_AUTH_TOKEN_PATH where set); an existing one is used as
+    it is. Two commands starting at once: the first link wins, both use its token."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or os.environ.get(
+        "RAY_AUTH_TOKEN"
+    ):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if path.exists():
+        return
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+        os.link(draft, path)  # never replaces a token another command wrote meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 # Ray's messages to the driver that say nothing a `pipeline` user can act on. The raylet warns

@@ -236,3 +236,28 @@ def test_verbose_is_an_option_of_the_commands_that_start_ray(cli, monkeypatch):
         assert "--verbose" in result.output, command
     monkeypatch.setenv("PIPELINE_VERBOSE", "1")
     assert verbose()
+
+
+def test_a_local_rays_token_is_written_for_this_user_alone(monkeypatch, tmp_path):
+    """Before a local Ray starts, a missing token is written mode 600 (Ray itself would write a
+    world-readable one); an existing token, RAY_AUTH_TOKEN or RAY_AUTH_MODE=disabled: nothing."""
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cluster.own_token()
+    token = tmp_path / "home" / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert len(token.read_text()) == 64 and int(token.read_text(), 16) >= 0
+    first = token.read_text()
+    cluster.own_token()
+    assert token.read_text() == first and sorted(token.parent.iterdir()) == [token]
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "team" / "token"))
+    cluster.own_token()
+    assert (tmp_path / "team" / "token").stat().st_mode & 0o777 == 0o600
+    for name, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_AUTH_TOKEN", "x" * 64)):
+        with monkeypatch.context() as scoped:
+            scoped.setenv(name, value)
+            scoped.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / name))
+            cluster.own_token()
+            assert not (tmp_path / name).exists()

@@ -45,6 +45,20 @@ def finish(process: subprocess.Popen, timeout: float) -> str:
     return output
 
 
+def test_a_fresh_homes_local_ray_runs_on_a_token_for_this_user_alone(tmp_path):
+    """A machine where Ray never ran (no ~/.ray): the local Ray a command starts uses the token
+    `start_ray` wrote, mode 600; Ray's own would be readable by every user."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"} | {"HOME": str(home)}
+    script = ("import ray; from pipeline import cluster; cluster.start_ray(dashboard=False); "
+              "print(ray.get(ray.remote(lambda: 'answered').remote(), timeout=120))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and "answered" in done.stdout, done.stderr[-2000:]
+    assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+
+
 def test_the_workers_of_a_local_ray_reach_their_own_instance(tmp_path, monkeypatch):
     """What Ray Train's placement-group cleaner does in its actor (Ray's state API with no
     address) answers from a worker of `start_ray`'s instance while a `ray start` instance

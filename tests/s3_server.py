@@ -40,10 +40,17 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+class PortTaken(Exception):
+    """A port found free was taken by another process before weed bound it."""
+
+
 class S3Server:
     def __init__(self, folder: Path):
         self.folder = folder
         self.process: subprocess.Popen | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
         master, volume, filer, s3, admin, metrics = _free_ports(6)
         self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
         self.flags = [
@@ -72,7 +79,28 @@ class S3Server:
         identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
         config.write_text(json.dumps({"identities": [identity]}))
         (self.folder / "data").mkdir(exist_ok=True)
-        self.log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 - closed in __exit__
+        # A port is free when chosen and bound by weed a moment later: another process (a Ray
+        # worker, an outgoing connection) can take it between the two. Then new ports, again.
+        for attempt in range(5):
+            try:
+                self._start(weed, config)
+                return self
+            except PortTaken:
+                if attempt == 4:
+                    raise RuntimeError(
+                        f"weed mini: ports taken 5 times; see {self.log_path}"
+                    ) from None
+                self._choose_ports()
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "weed.log"
+
+    def _start(self, weed: str, config: Path) -> None:
+        shutil.rmtree(self.folder / "data", ignore_errors=True)  # no state of a failed start
+        (self.folder / "data").mkdir()
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/__exit__
         self.process = subprocess.Popen(
             [
                 weed,
@@ -92,7 +120,6 @@ class S3Server:
             start_new_session=True,
         )
         self._wait_and_make_bucket()
-        return self
 
     def _wait_and_make_bucket(self) -> None:
         import pyarrow.fs as pafs
@@ -112,6 +139,10 @@ class S3Server:
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     self.__exit__(None, None, None)
+                    said = self.log_path.read_text(errors="replace")
+                    if "address already in use" in said or "is not available" in said:
+                        self.log_path.rename(self.log_path.with_suffix(".taken.log"))
+                        raise PortTaken() from None
                     raise RuntimeError(
                         f"weed mini did not serve S3 at {self.endpoint}; see "
                         f"{self.folder / 'weed.log'}"

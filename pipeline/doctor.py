@@ -117,6 +117,21 @@ def check_mlflow(context: dict) -> list[Finding]:
     return [Finding("mlflow", "ok", f"{uri} answers (client {mlflow.__version__})")]
 
 
+def check_journals(context: dict) -> list[Finding]:
+    """Runs whose record is still on this node's disk (MLflow was away when they ended)."""
+    from pipeline.tracking import journal
+
+    root = journal.journals_root()
+    left = journal.all_undelivered(root)
+    if not left:
+        return [Finding("journals", "ok", f"every run's record is delivered ({root})")]
+    names = ", ".join(f"{f} ({journal.header(journal.run_journals(f)[0]).get('name')})"
+                      for f in left[:5])  # fmt: skip
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    detail = f"{len(left)} run(s) not delivered to MLflow yet: {names}{more}; pipeline sync PATH"
+    return [Finding("journals", "warn", detail)]
+
+
 def check_fid(context: dict) -> list[Finding]:
     from pipeline.metrics.weights import resolve
 
@@ -139,6 +154,7 @@ CHECKS: tuple[Callable[[dict], list[Finding]], ...] = (
     check_ray,
     check_locations,
     check_mlflow,
+    check_journals,
     check_fid,
 )
 

@@ -7,7 +7,18 @@ import time
 
 import typer
 
-from stages import complete, datasets, doctor, evaluate, ingest, quickstart, train, tune, ui
+from stages import (
+    complete,
+    datasets,
+    doctor,
+    evaluate,
+    ingest,
+    quickstart,
+    sync,
+    train,
+    tune,
+    ui,
+)
 
 app = typer.Typer(
     name="pipeline",
@@ -27,6 +38,7 @@ app.command("ui")(ui.ui)
 app.command("evaluate")(evaluate.evaluate)
 app.command("complete")(complete.complete)
 app.command("doctor")(doctor.doctor)
+app.command("sync")(sync.sync)
 
 
 def main() -> None:

@@ -351,21 +351,24 @@ def test_tracker_towards_a_dead_server_warns_quickly(monkeypatch, caplog):
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # put back after the call
 
 
-def _log_from_elsewhere(handle: RunHandle, cwd: str) -> None:
-    """A Ray worker's view: another current directory, only the handle from the driver."""
+def _log_from_elsewhere(handle: RunHandle, cwd: str, runs: str) -> None:
+    """A Ray worker's view: another current directory, only the handle from the driver (and
+    PIPELINE_RUNS, which the driver hands its workers)."""
+    os.environ["PIPELINE_RUNS"] = runs
     os.chdir(cwd)
     Path("local.txt").write_text("from the worker")
     tracker = Tracker(handle)
     tracker.log_metrics({"loss_g": 2.0}, step=256)
     tracker.log_image(grid_image("blue"), "samples/epoch-002.png", key="samples", step=256)
     tracker.log_artifact("local.txt", "worker")
+    tracker.close()  # a worker's end: what it logged is delivered before it goes
 
 
 def test_another_process_with_another_cwd_logs_into_the_same_run(processes, store, tmp_path):
     handle = tracking.start_run(store, "celeba-64/dcgan", "ddp", {"workers": 2})
     elsewhere = tmp_path / "ray-worker-cwd"
     elsewhere.mkdir()
-    processes.apply(_log_from_elsewhere, (handle, str(elsewhere)))
+    processes.apply(_log_from_elsewhere, (handle, str(elsewhere), os.environ["PIPELINE_RUNS"]))
     Tracker(handle).finish()
 
     run = client(store).get_run(handle.run_id)

@@ -282,11 +282,17 @@ def _get_run(uri: str, run_id: str):
 # Params, tags and names as MLflow takes them (the Tracker logs through these too).
 
 
+def param_values(params: Mapping[str, Any]) -> dict[str, str]:
+    """`params` as MLflow keeps them: nested dicts flattened, names made valid, values as
+    strings, over-long values cut."""
+    return {mlflow_key(k): _param_value(v) for k, v in flatten(params).items()}
+
+
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     """`params` (nested dicts flattened) in batches MLflow accepts, over-long values cut."""
     from mlflow.entities import Param
 
-    items = [Param(mlflow_key(k), _param_value(v)) for k, v in flatten(params).items()]
+    items = [Param(k, v) for k, v in param_values(params).items()]
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 

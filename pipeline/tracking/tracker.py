@@ -1,61 +1,99 @@
-"""The rank-0 `Tracker`: logs one run from the training loop and never stops training.
+"""The `Tracker`: logs one run and never stops or slows training, and loses nothing.
 
 Rank 0 wraps the run's `RunHandle` in a `Tracker`; every other rank wraps `None` and logs
-nothing (and never imports mlflow). A transient failure (server unreachable, sqlite locked)
-is retried a few times, quickly, then dropped with a warning: losing a point of a chart is
-better than losing hours of training.
+nothing (and never imports mlflow). Each event goes to the run's journal on this node's disk
+first (`pipeline.tracking.journal`); a background sender delivers it to MLflow in order
+(`pipeline.tracking.delivery`). While the server is away the run goes on at full speed and
+the record waits on disk; `finish` (the run's status, sent last) and `close` (a worker's end)
+wait a bounded time for the backlog (PIPELINE_TRACKING_WAIT_S, default 60 s), then name
+`pipeline sync`, which delivers what is left.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import atexit
+import json
 import math
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import one_line
+from pipeline.tracking import delivery, journal
+from pipeline.tracking.journal import Journal
 from pipeline.tracking.runs import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_PER_BATCH,
     RunHandle,
-    log_params,
     mlflow_key,
+    param_values,
     tag_values,
 )
-from pipeline.tracking.store import mlflow_client, uri_scheme
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from PIL.Image import Image
-
-log = logging.getLogger(__name__)
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
-# Waits before the retries of a transient failure. MLflow's own HTTP retries (7, exponential,
-# up to ~4 min per call) are turned off for these calls, so a dead server costs seconds per
-# call, not minutes.
-RETRY_WAITS_S = (0.5, 2.0)
-HTTP_TIMEOUT_S = 15
+
+class Outbox:
+    """This process's journal of one run and its sender (started on the first event)."""
+
+    def __init__(self, handle: RunHandle):
+        self.handle = handle
+        self.journal = Journal(handle)
+        self.sender: delivery.Sender | None = None
+        self.lock = threading.Lock()
+
+    def append(self, kind: str, keep: Path | Image | None = None, **fields: Any) -> None:
+        with self.lock:
+            if keep is not None:
+                fields["file"] = self.journal.keep(keep)
+            self.journal.append(kind, **fields)
+            if self.sender is None:
+                self.sender = delivery.Sender(self.journal.path, self.handle.uri,
+                                              self.journal.folder)  # fmt: skip
+        self.sender.wake()
+
+
+_outboxes: dict[tuple[str, str], Outbox] = {}
+_outboxes_lock = threading.Lock()
+_gave_up: set[str] = set()  # the servers this process already waited its time for
+
+
+def outbox(handle: RunHandle) -> Outbox:
+    with _outboxes_lock:
+        if not _outboxes:
+            atexit.register(_deliver_at_exit)
+        key = (handle.uri, handle.run_id)
+        if key not in _outboxes:
+            _outboxes[key] = Outbox(handle)
+        return _outboxes[key]
+
+
+def _deliver_at_exit() -> None:
+    """A command ending: what its senders (daemon threads, about to stop) have not delivered
+    yet is delivered now, within the bounded wait, or named for `pipeline sync`."""
+    for box in list(_outboxes.values()):
+        if box.sender is None or not journal.undelivered(box.journal.path):
+            continue
+        _flush(box.handle, box.journal.folder)
 
 
 class Tracker:
     """Logs to one run. `Tracker(None)` (ranks other than 0, tracking off) does nothing.
 
-    Cheap to build: the MLflow client is made on first use. Metric values that are not finite
-    (NaN, inf) are not logged as points: MLflow would store inf as +-1.8e308, which flattens
-    every chart of the run. The first one of each metric is kept as the tag
+    Cheap to build: trackers of one run in one process share its journal. Metric values that
+    are not finite (NaN, inf) are not logged as points: MLflow would store inf as +-1.8e308,
+    which flattens every chart of the run. The first one of each metric is kept as the tag
     `nonfinite.<metric>` ("nan at step 1234") with a warning, so the blow-up stays on record.
     Characters MLflow refuses in metric, param and tag names (`D(x)`) become `_` (`D_x_`).
     """
 
     def __init__(self, handle: RunHandle | None):
         self.handle = handle
-        self._client: MlflowClient | None = None
         self._nonfinite: set[str] = set()
 
     @property
@@ -63,34 +101,36 @@ class Tracker:
         return self.handle is not None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """One batch of metrics at `step` (images seen)."""
+        """One batch of metrics at `step` (images seen), each point with its own timestamp
+        (a point delivered twice is one point in MLflow)."""
         if self.handle is None:
             return
-        from mlflow.entities import Metric
-
         timestamp = int(time.time() * 1000)
         points, blown = [], {}
         for key, value in metrics.items():
             name, value = mlflow_key(key), float(value)
             if math.isfinite(value):
-                points.append(Metric(name, value, timestamp, int(step)))
+                points.append([name, value, timestamp, int(step)])
             elif name not in self._nonfinite:
                 self._nonfinite.add(name)
                 blown[f"nonfinite.{name}"] = f"{value} at step {int(step)}"
         if blown:
-            log.warning(
+            import logging
+
+            logging.getLogger(__name__).warning(
                 "MLflow run %s: not logging non-finite %s",
                 self.handle.run_id,
                 ", ".join(f"{k.removeprefix('nonfinite.')} ({v})" for k, v in blown.items()),
             )
             self.set_tags(blown)
         for start in range(0, len(points), MAX_METRICS_PER_BATCH):
-            batch = points[start : start + MAX_METRICS_PER_BATCH]
-            self._call("log metrics", lambda c, b=batch: c.log_batch(self.handle.run_id, b))
+            self._append("metrics", points=points[start : start + MAX_METRICS_PER_BATCH])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """More params (MLflow refuses to change a logged param's value: use tags or metrics)."""
-        self._call("log params", lambda c: log_params(c, self.handle.run_id, params))
+        items = list(param_values(params).items())
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._append("params", params=dict(items[start : start + MAX_PARAMS_PER_BATCH]))
 
     def log_image(
         self,
@@ -101,99 +141,77 @@ class Tracker:
     ) -> None:
         """`image` as the artifact `artifact_file` (`samples/epoch-003.png`); with `key`, also
         as an MLflow image series, which the UI shows with a step slider."""
-        run_id = self.handle.run_id if self.handle else ""
-        self._call("log an image", lambda c: c.log_image(run_id, image, artifact_file))
+        if self.handle is None:
+            return
+        self._append("image", keep=image, artifact_file=artifact_file)
         if key is not None:
-            self._call(
-                "log an image",
-                lambda c: c.log_image(run_id, image, key=mlflow_key(key), step=int(step or 0)),
-            )
+            self._append("image", keep=image, key=mlflow_key(key), step=int(step or 0),
+                         timestamp=int(time.time() * 1000))  # fmt: skip
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """A file, or a folder's contents, under `artifact_path` of the run's artifacts."""
-        run_id = self.handle.run_id if self.handle else ""
-        if Path(path).is_dir():
-            self._call("log artifacts", lambda c: c.log_artifacts(run_id, str(path), artifact_path))
-        else:
-            self._call(
-                "log an artifact", lambda c: c.log_artifact(run_id, str(path), artifact_path)
+        """A file, or a folder's contents, under `artifact_path` of the run's artifacts (a
+        copy is kept until it is delivered: the run may overwrite the original)."""
+        if self.handle is None:
+            return
+        path = Path(path).resolve()
+        if not path.exists():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "MLflow run %s: no artifact at %s; not logged", self.handle.run_id, path
             )
+            return
+        self._append("artifact", keep=path, artifact_path=artifact_path)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         """`data` as JSON or YAML (by the file's extension), e.g. the resolved config."""
-        run_id = self.handle.run_id if self.handle else ""
-        self._call("log a dict", lambda c: c.log_dict(run_id, dict(data), artifact_file))
+        self._append("dict", data=json.loads(json.dumps(dict(data), default=str)),
+                     artifact_file=artifact_file)  # fmt: skip
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if self.handle is None:
-            return
-        from mlflow.entities import RunTag
-
-        items = [RunTag(mlflow_key(k), v) for k, v in tag_values(tags).items()]
+        items = [(mlflow_key(k), v) for k, v in tag_values(tags).items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            batch = items[start : start + MAX_PARAMS_PER_BATCH]
-            self._call("set tags", lambda c, b=batch: c.log_batch(self.handle.run_id, tags=b))
+            self._append("tags", tags=dict(items[start : start + MAX_PARAMS_PER_BATCH]))
 
     def finish(self, status: str = "FINISHED") -> None:
-        """End the run: FINISHED, FAILED or KILLED."""
+        """End the run: FINISHED, FAILED or KILLED, delivered after everything else this node
+        holds of the run (waits a bounded time for an absent server, then names `pipeline
+        sync`)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-        self._call(
-            f"end the run ({status})", lambda c: c.set_terminated(self.handle.run_id, status)
-        )
-
-    def _call(self, what: str, call) -> bool:
-        """`call(client)`, retried on transient failures; False (and a warning) when it fails."""
         if self.handle is None:
-            return False
-        import requests
-        from mlflow.exceptions import MlflowException
+            return
+        self._append("status", status=status, end_time=int(time.time() * 1000))
+        box = outbox(self.handle)
+        _flush(self.handle, box.journal.folder)
 
-        for attempt in range(len(RETRY_WAITS_S) + 1):
-            try:
-                if self._client is None:
-                    self._client = mlflow_client(self.handle.uri)
-                with _quick_http(self.handle.uri):
-                    call(self._client)
-                return True
-            except (MlflowException, requests.RequestException, OSError) as error:
-                if attempt == len(RETRY_WAITS_S) or not _transient(error):
-                    log.warning(
-                        "MLflow run %s: could not %s (%s); training goes on",
-                        self.handle.run_id,
-                        what,
-                        one_line(error),
-                    )
-                    return False
-                time.sleep(RETRY_WAITS_S[attempt])
-        return False
+    def close(self) -> None:
+        """A worker's end: wait a bounded time until what it logged is delivered."""
+        if self.handle is None:
+            return
+        box = outbox(self.handle)
+        if box.sender is not None and not box.sender.drain(_wait(self.handle.uri)):
+            _kept(self.handle, box.journal.folder)
+
+    def _append(self, kind: str, **fields: Any) -> None:
+        if self.handle is not None:
+            outbox(self.handle).append(kind, **fields)
 
 
-@contextlib.contextmanager
-def _quick_http(uri: str) -> Iterator[None]:
-    """Within the block, MLflow's HTTP calls fail fast (our own few retries follow) unless the
-    user chose their own settings. Process-wide while it lasts: MLflow reads these per call."""
-    if uri_scheme(uri) not in ("http", "https"):
-        yield
-        return
-    quick = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S),
-    }
-    added = [name for name in quick if name not in os.environ]
-    os.environ.update({name: quick[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+def _flush(handle: RunHandle, folder: Path) -> None:
+    if delivery.flush_run(folder, handle.uri, _wait(handle.uri)):
+        _gave_up.discard(handle.uri)
+    else:
+        _kept(handle, folder)
 
 
-def _transient(error: BaseException) -> bool:
-    """Worth retrying: the network, a busy server or a locked sqlite database."""
-    from mlflow.exceptions import MlflowException
+def _wait(uri: str) -> float:
+    """The setting's wait; short once this process waited it out for `uri` in vain (a sweep
+    ending with the server away must not wait a minute per trial) until it answers again."""
+    return 1.0 if uri in _gave_up else delivery.wait_s()
 
-    if isinstance(error, MlflowException):
-        status = error.get_http_status_code()
-        return status >= 500 or status == 429
-    return not isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError))
+
+def _kept(handle: RunHandle, folder: Path) -> None:
+    _gave_up.add(handle.uri)
+    print(f"MLflow at {handle.uri} still unreachable: run {handle.name} ({handle.run_id}) is "
+          f"kept in {folder}; deliver it with: pipeline sync {folder}", flush=True)  # fmt: skip

@@ -64,7 +64,10 @@ def run_loop(loop_config: dict, context, handle) -> dict:
             state = ckpt.load(folder / ckpt.FILE)
             tracker.log_artifact(ckpt.save_generator(state, folder / task.EXPORT_FILE, task.EXPORT))
 
-    return run_worker(config, context, loop_config["dataset"], on_report)
+    try:
+        return run_worker(config, context, loop_config["dataset"], on_report)
+    finally:
+        tracker.close()  # what rank 0 logged reaches MLflow (or its journal is named) first
 
 
 def given_checkpoint(loop_config: dict, handle) -> Path | None:

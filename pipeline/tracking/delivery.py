@@ -1,0 +1,335 @@
+"""Delivering journals to MLflow: the background `Sender` of a live run, `flush_run` when a run
+ends, and `sync` (`pipeline sync`) for what is left afterwards.
+
+One rule everywhere: a run's final status goes last, after every other event of every journal
+of the run on this node (a FINISHED run with its record still arriving would mislead). A
+transient failure (the server or network away, a busy server, a locked sqlite) stops delivery
+where it is; a permanent one for a single event (MLflow refuses a changed param) is said once
+and passed over, as the old direct calls did; a run the server no longer has stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.errors import PipelineError, one_line
+from pipeline.tracking import journal
+from pipeline.tracking.journal import Event
+from pipeline.tracking.store import mlflow_client, uri_scheme
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT_S = 15
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # then every 15 s, for as long as the run lives
+DEFAULT_WAIT_S = 60.0
+
+
+class Unreachable(Exception):
+    """MLflow did not answer, or answered that it cannot now: try again later."""
+
+
+def wait_s() -> float:
+    """How long a command waits at its end for its record to reach MLflow
+    (PIPELINE_TRACKING_WAIT_S, default 60 s)."""
+    value = os.environ.get("PIPELINE_TRACKING_WAIT_S", "")
+    try:
+        return max(0.0, float(value)) if value else DEFAULT_WAIT_S
+    except ValueError:
+        raise PipelineError(
+            f"PIPELINE_TRACKING_WAIT_S={value!r} is not a number of seconds"
+        ) from None
+
+
+def send(client, folder: Path, header: dict, event: Event) -> None:
+    """One event to MLflow."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id, fields = header["run_id"], event.fields
+    if event.kind == "metrics":
+        points = [Metric(k, v, t, s) for k, v, t, s in fields["points"]]
+        client.log_batch(run_id, metrics=points)
+    elif event.kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in fields["params"].items()])
+    elif event.kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in fields["tags"].items()])
+    elif event.kind == "dict":
+        client.log_dict(run_id, fields["data"], fields["artifact_file"])
+    elif event.kind == "artifact":
+        path = folder / fields["file"]
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), fields.get("artifact_path"))
+        else:
+            client.log_artifact(run_id, str(path), fields.get("artifact_path"))
+    elif event.kind == "image":
+        from PIL import Image
+
+        with Image.open(folder / fields["file"]) as image:
+            image.load()
+        if fields.get("artifact_file"):
+            client.log_image(run_id, image, fields["artifact_file"])
+        else:
+            client.log_image(run_id, image, key=fields["key"], step=fields["step"],
+                             timestamp=fields["timestamp"])  # fmt: skip
+    elif event.kind == "status":
+        client.set_terminated(run_id, fields["status"], end_time=fields["end_time"])
+    else:
+        raise PipelineError(f"unknown journal event {event.kind!r}")
+
+
+def deliver(path: Path, client, statuses: bool = False) -> int:
+    """Send `path`'s pending events in order, moving its acknowledged offset after each; stop
+    before a status event unless `statuses`. Raises `Unreachable` where MLflow is away.
+    Returns how many events went."""
+    header = journal.header(path)
+    sent = 0
+    with journal.locked(path):
+        events = list(journal.pending(path))
+        # An artifact overwritten later in the backlog (the last checkpoint, each report) is
+        # sent once, at its last version.
+        last = {_destination(e): i for i, e in enumerate(events) if e.kind == "artifact"}
+        for i, event in enumerate(events):
+            if event.kind == "status" and not statuses:
+                break
+            if event.kind != "artifact" or last[_destination(event)] == i:
+                _send_one(client, path, header, event)
+                sent += 1
+            journal.mark_sent(path, event.end)
+            journal.forget_files(path, event)
+    return sent
+
+
+def waits_for_status(path: Path) -> bool:
+    """Nothing pending, or the next event is a status (what `deliver` leaves)."""
+    return next(journal.pending(path), Event("status", {}, 0)).kind == "status"
+
+
+def deliver_run(folder: Path, client) -> int:
+    """Every journal of a run, oldest first, the statuses after all the rest (and whatever a
+    process logged after its status). Raises `Unreachable`."""
+    files = journal.run_journals(folder)
+    sent = sum(deliver(path, client) for path in files)
+    if all(waits_for_status(path) for path in files):
+        sent += sum(deliver(path, client, statuses=True) for path in files)
+    return sent
+
+
+def flush_run(folder: Path, uri: str, timeout: float) -> bool:
+    """Deliver a run's journals on this node, waiting at most `timeout` s for MLflow; True
+    when nothing is left."""
+    deadline = time.monotonic() + timeout
+    client, attempt = None, 0
+    while True:
+        try:
+            client = client or client_for(uri)
+            deliver_run(folder, client)
+            if not any(map(journal.undelivered, journal.run_journals(folder))):
+                return True
+        except Unreachable:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]))
+        attempt += 1
+
+
+def find_run_folder(target: str, root: Path | None = None) -> Path:
+    """`pipeline sync PATH|RUN`: a journal folder (or a file in it), or a run's id or name
+    among this node's journals."""
+    path = Path(target).expanduser()
+    if path.is_file():
+        path = path.parent
+    if path.is_dir():
+        if not journal.run_journals(path):
+            raise PipelineError(f"{path} holds no pipeline journal (*{journal.SUFFIX} files)")
+        return path
+    root = root or journal.journals_root()
+    if (root / target).is_dir() and "/" not in target and target not in (".", ".."):
+        return root / target
+    named = [f for f in (root.iterdir() if root.is_dir() else []) if _named(f, target)]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise PipelineError(f"{len(named)} journals in {root} are of runs named {target!r}: "
+                            "give the run id or the folder")  # fmt: skip
+    raise PipelineError(f"no journal of run {target!r} in {root}, and no such folder")
+
+
+def sync(folder: Path) -> tuple[dict, int]:
+    """Deliver what a run's journals still hold (`pipeline sync`): its header and how many
+    events went. Running it again sends nothing. Raises PipelineError when MLflow is away or
+    no longer has the run."""
+    files = journal.run_journals(folder)
+    header = journal.header(files[0])
+    client = client_for(header["uri"])
+    _check_run(client, header, folder)
+    try:
+        return header, deliver_run(folder, client)
+    except Unreachable as error:
+        raise PipelineError(
+            f"MLflow at {header['uri']} unreachable ({error}): the record "
+            f"stays in {folder}; run `pipeline sync` again later"
+        ) from None
+
+
+def _check_run(client, header: dict, folder: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(header["run_id"])
+    except MlflowException as error:
+        if transient(error):
+            raise PipelineError(f"MLflow at {header['uri']} unreachable ({one_line(error)}): "
+                                f"the record stays in {folder}") from None  # fmt: skip
+        raise PipelineError(f"run {header['run_id']} is not on {header['uri']} (deleted?): "
+                            f"its journal {folder} is kept") from None  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - requests' and the OS's network errors
+        raise PipelineError(f"MLflow at {header['uri']} unreachable ({one_line(error)}): "
+                            f"the record stays in {folder}") from None  # fmt: skip
+    if run.info.lifecycle_stage == "deleted":
+        raise PipelineError(f"run {header['run_id']} is deleted on {header['uri']}: its "
+                            f"journal {folder} is kept (restore the run, then sync)")  # fmt: skip
+
+
+def _named(folder: Path, name: str) -> bool:
+    files = journal.run_journals(folder) if folder.is_dir() else []
+    try:
+        return bool(files) and journal.header(files[0]).get("name") == name
+    except PipelineError:
+        return False
+
+
+def client_for(uri: str):
+    return mlflow_client(uri)
+
+
+class Sender:
+    """Delivers one journal of this process in the background: the training step only appends
+    to the file. While MLflow is away it retries without end (a growing wait, at most 15 s)
+    and says so on the console once when it goes and once when the backlog is delivered."""
+
+    def __init__(self, path: Path, uri: str, folder: Path):
+        self.path, self.uri, self.folder = path, uri, folder
+        self.away_since: float | None = None
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlflow-sender", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until everything but the status is delivered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.wake()
+            if self._idle.wait(max(0.0, deadline - time.monotonic())) and waits_for_status(
+                self.path
+            ):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _run(self) -> None:
+        client, attempt = None, 0
+        while True:
+            self._wake.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] if attempt else None)
+            self._wake.clear()
+            try:
+                client = client or client_for(self.uri)
+                deliver(self.path, client)
+            except Unreachable as error:
+                attempt += 1
+                if self.away_since is None:
+                    self.away_since = time.monotonic()
+                    print(f"MLflow at {self.uri} unreachable ({error}): keeping the record "
+                          f"in {self.folder}, delivering when it is back", flush=True)  # fmt: skip
+                continue
+            except PipelineError as error:  # the run is gone from the server: nothing to retry
+                print(f"MLflow: {error}", flush=True)
+                self._idle.set()
+                return
+            except Exception as error:  # noqa: BLE001 - the sender must never take training down
+                attempt += 1
+                log.warning("MLflow run journal %s: %s", self.path, one_line(error))
+                continue
+            if self.away_since is not None:
+                away = time.monotonic() - self.away_since
+                print(f"MLflow at {self.uri} is back: the record kept for {away:.0f} s is "
+                      "delivered", flush=True)  # fmt: skip
+                self.away_since = None
+            attempt = 0
+            if waits_for_status(self.path):
+                self._idle.set()
+            else:
+                self._wake.set()  # appended meanwhile
+
+
+def _send_one(client, path: Path, header: dict, event: Event) -> None:
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with _quick_http(header["uri"]):
+            send(client, path.parent, header, event)
+    except (MlflowException, requests.RequestException, OSError) as error:
+        if transient(error):
+            raise Unreachable(one_line(error)) from None
+        if _run_gone(error):
+            raise PipelineError(
+                f"run {header['run_id']} is not on {header['uri']} (deleted?): its journal "
+                f"{path.parent} is kept"
+            ) from None
+        log.warning("MLflow run %s: could not log %s (%s); passed over",
+                    header["run_id"], event.kind, one_line(error))  # fmt: skip
+
+
+def _destination(event: Event) -> tuple[str, str]:
+    return event.fields.get("artifact_path") or "", Path(event.fields["file"]).name
+
+
+def _run_gone(error: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return False
+    text = str(error)
+    return error.error_code == "RESOURCE_DOES_NOT_EXIST" or "must be in the 'active' state" in text
+
+
+@contextlib.contextmanager
+def _quick_http(uri: str) -> Iterator[None]:
+    """Within the block, MLflow's HTTP calls fail fast (our own retries follow) unless the
+    user chose their own settings. Process-wide while it lasts: MLflow reads these per call."""
+    if uri_scheme(uri) not in ("http", "https"):
+        yield
+        return
+    quick = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S),
+    }
+    added = [name for name in quick if name not in os.environ]
+    os.environ.update({name: quick[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def transient(error: BaseException) -> bool:
+    """Worth retrying: the network, a busy server or a locked sqlite database."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        return status >= 500 or status == 429
+    return not isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError))

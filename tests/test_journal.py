@@ -1,0 +1,193 @@
+"""The record survives the tracking server going away: every event goes to the run's journal
+on this node's disk first and reaches a real `mlflow server` (on 127.0.0.1, stopped and
+started again by its process id) when it is back; `pipeline sync` delivers what is left,
+idempotently, the status last."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracking
+from pipeline.tracking import Tracker, journal
+from tests.mlflow_server import MlflowServer
+
+pytestmark = pytest.mark.slow  # each test starts an mlflow server (seconds) at least twice
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "mlartifacts")
+    server.start()
+    yield server
+    server.stop()
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
+
+
+def artifacts(uri: str, run_id: str, folder: str) -> list[str]:
+    return sorted(a.path for a in client(uri).list_artifacts(run_id, folder))
+
+
+def image(color: str):
+    from PIL import Image
+
+    return Image.new("RGB", (24, 16), color)
+
+
+def wait_for(condition, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.25)
+
+
+def report(tracker: Tracker, step: int, folder: Path) -> None:
+    """What a training report logs: metrics, a grid (artifact and image series), the last
+    checkpoint (one artifact path, overwritten each time)."""
+    tracker.log_metrics({"loss_d": float(step), "loss_g": -float(step)}, step=step)
+    grid = image(["red", "green", "blue", "white", "black", "gray"][step % 6])
+    tracker.log_image(grid, f"samples/epoch-{step:03d}.png", key="samples", step=step)
+    (folder / "checkpoint.pt").write_text(f"the checkpoint of step {step}")
+    tracker.log_artifact(folder / "checkpoint.pt", "checkpoints")
+
+
+def whole(uri: str, run_id: str, steps: range) -> None:
+    """Every report exactly once, the last checkpoint, FINISHED."""
+    expected = [(s, float(s)) for s in steps]
+    assert history(uri, run_id, "loss_d") == expected
+    assert history(uri, run_id, "loss_g") == [(s, -v) for s, v in expected]
+    assert artifacts(uri, run_id, "samples") == [f"samples/epoch-{s:03d}.png" for s in steps]
+    series = [p for p in artifacts(uri, run_id, "images") if p.endswith(".png")]
+    assert len(series) == len(steps)  # the slider's images, one per report
+    kept = client(uri).download_artifacts(run_id, "checkpoints/checkpoint.pt")
+    assert Path(kept).read_text() == f"the checkpoint of step {steps[-1]}"
+    assert client(uri).get_run(run_id).info.status == "FINISHED"
+
+
+def test_an_outage_mid_run_costs_a_delay_never_a_hole(server, tmp_path, capsys, monkeypatch):
+    """The server stopped for several reports and started again: the run goes on (logging
+    returns at once), says so once each way, and ends whole: every point once, every grid."""
+    monkeypatch.setenv("PIPELINE_TRACKING_WAIT_S", "60")
+    handle = tracking.start_run(server.uri, "outage/dcgan", "outage", {"lr_g": 2e-4})
+    tracker = Tracker(handle)
+    said = []
+
+    def console() -> str:
+        said.append(capsys.readouterr().out)
+        return "".join(said)
+
+    report(tracker, 1, tmp_path)
+    wait_for(lambda: history(server.uri, handle.run_id, "loss_d"), "the first report landed")
+    server.stop()
+    for step in range(2, 6):
+        report(tracker, step, tmp_path)
+    wait_for(lambda: "unreachable" in console(), "the outage said")
+    server.start()
+    wait_for(lambda: "is back" in console(), "the return said", timeout=120)
+    report(tracker, 6, tmp_path)
+    tracker.finish()
+    out = console()
+    folder = journal.journals_root() / handle.run_id
+    assert f"MLflow at {server.uri} unreachable" in out
+    assert f"keeping the record in {folder}, delivering when it is back" in out
+    assert out.count("unreachable") == 1 and out.count("is back") == 1
+    whole(server.uri, handle.run_id, range(1, 7))
+    assert not journal.all_undelivered()
+    assert not list((folder / "files").rglob("*.*"))  # the kept copies went once delivered
+
+
+def test_the_server_away_at_the_end_then_pipeline_sync(server, tmp_path, capsys, monkeypatch, cli):
+    """The server down when the run ends: the command ends (a bounded wait) naming `pipeline
+    sync`; once it is back, sync delivers everything, the status last; a second sync sends
+    nothing (point counts unchanged)."""
+    monkeypatch.setenv("PIPELINE_TRACKING_WAIT_S", "2")
+    handle = tracking.start_run(server.uri, "outage/dcgan", "ends-away", {"lr_g": 2e-4})
+    tracker = Tracker(handle)
+    report(tracker, 1, tmp_path)
+    wait_for(lambda: history(server.uri, handle.run_id, "loss_d"), "the first report landed")
+    server.stop()
+    for step in range(2, 4):
+        report(tracker, step, tmp_path)
+    tracker.finish()
+    folder = journal.journals_root() / handle.run_id
+    out = capsys.readouterr().out
+    assert f"deliver it with: pipeline sync {folder}" in out
+    assert journal.all_undelivered() == [folder]
+
+    server.start()
+    assert client(server.uri).get_run(handle.run_id).info.status == "RUNNING"
+    synced = cli("sync", str(folder))
+    assert synced.exit_code == 0 and "delivered" in synced.output, synced.output
+    whole(server.uri, handle.run_id, range(1, 4))
+    again = cli("sync", handle.run_id)  # by the run's id this time
+    assert again.exit_code == 0 and "nothing to deliver" in again.output, again.output
+    whole(server.uri, handle.run_id, range(1, 4))
+    assert journal.all_undelivered() == []
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pipeline import tracking
+handle = tracking.RunHandle(*sys.argv[1:5])
+tracker = tracking.Tracker(handle)
+for step in (1, 2, 3):
+    tracker.log_metrics({"loss_d": float(step)}, step=step)
+tracker.set_tags({"pipeline.note": "written before the kill"})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_journal_survives_a_sigkill(server, tmp_path, cli):
+    """The command killed (SIGKILL) while the server is away: what it journalled is on disk,
+    and `pipeline sync RUN` (by name) delivers it."""
+    handle = tracking.start_run(server.uri, "outage/dcgan", "killed", {"lr_g": 2e-4})
+    server.stop()
+    args = [handle.uri, handle.run_id, handle.experiment_id, handle.name]
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, *args], env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    server.start()
+    synced = cli("sync", "killed")
+    assert synced.exit_code == 0 and "delivered" in synced.output, synced.output
+    assert history(server.uri, handle.run_id, "loss_d") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    run = client(server.uri).get_run(handle.run_id)
+    assert run.data.tags["pipeline.note"] == "written before the kill"
+
+
+def test_sync_refuses_what_is_no_journal_and_a_deleted_run(server, tmp_path, cli):
+    (tmp_path / "not-a-journal").mkdir()
+    (tmp_path / "not-a-journal" / "notes.txt").write_text("hello")
+    for target, message in (
+        (str(tmp_path / "not-a-journal"), "holds no pipeline journal"),
+        ("no-such-run", "no journal of run 'no-such-run'"),
+    ):
+        result = cli("sync", target)
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+    handle = tracking.start_run(server.uri, "outage/dcgan", "deleted", {"lr_g": 2e-4})
+    folder = journal.journals_root() / handle.run_id
+    tracker = Tracker(handle)
+    server.stop()
+    tracker.log_metrics({"loss_d": 1.0}, step=1)
+    server.start()
+    client(server.uri).delete_run(handle.run_id)
+    result = cli("sync", str(folder))
+    assert result.exit_code != 0 and "is deleted on" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert journal.undelivered(journal.run_journals(folder)[0])  # nothing lost: still kept

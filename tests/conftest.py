@@ -10,6 +10,11 @@ import pytest
 
 from tests.sample_data import SHARED, lsun_lmdb_from_celeba
 
+# A command's bounded wait for an absent MLflow server at its end (a user's default: 60 s):
+# short here, so a test that leaves a record undelivered (a server it stopped) does not hold
+# the session's exit for a minute. Tests of the wait set their own.
+os.environ.setdefault("PIPELINE_TRACKING_WAIT_S", "10")
+
 
 def require_shared(*parts: str) -> Path:
     """The path under ../shared/datasets, or skip: a user's clone has no ../shared."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import tracking
+from pipeline.doctor import check_journals
 from pipeline.tracking import Tracker, journal
 from tests.mlflow_server import MlflowServer
 
@@ -105,7 +106,7 @@ def test_an_outage_mid_run_costs_a_delay_never_a_hole(server, tmp_path, capsys, 
     folder = journal.journals_root() / handle.run_id
     assert f"MLflow at {server.uri} unreachable" in out
     assert f"keeping the record in {folder}, delivering when it is back" in out
-    assert out.count("unreachable") == 1 and out.count("is back") == 1
+    assert out.count("unreachable") == 1 and out.count("is back:") == 1
     whole(server.uri, handle.run_id, range(1, 7))
     assert not journal.all_undelivered()
     assert not list((folder / "files").rglob("*.*"))  # the kept copies went once delivered
@@ -128,6 +129,8 @@ def test_the_server_away_at_the_end_then_pipeline_sync(server, tmp_path, capsys,
     out = capsys.readouterr().out
     assert f"deliver it with: pipeline sync {folder}" in out
     assert journal.all_undelivered() == [folder]
+    (listed,) = check_journals({})  # `pipeline doctor` names it
+    assert listed.status == "warn" and f"{folder} (ends-away)" in listed.detail
 
     server.start()
     assert client(server.uri).get_run(handle.run_id).info.status == "RUNNING"
@@ -137,12 +140,13 @@ def test_the_server_away_at_the_end_then_pipeline_sync(server, tmp_path, capsys,
     again = cli("sync", handle.run_id)  # by the run's id this time
     assert again.exit_code == 0 and "nothing to deliver" in again.output, again.output
     whole(server.uri, handle.run_id, range(1, 4))
-    assert journal.all_undelivered() == []
+    assert journal.all_undelivered() == [] and check_journals({})[0].status == "ok"
 
 
 KILLED_WRITER = """
 import os, signal, sys
 from pipeline import tracking
+from pipeline.doctor import check_journals
 handle = tracking.RunHandle(*sys.argv[1:5])
 tracker = tracking.Tracker(handle)
 for step in (1, 2, 3):
@@ -191,3 +195,95 @@ def test_sync_refuses_what_is_no_journal_and_a_deleted_run(server, tmp_path, cli
     assert result.exit_code != 0 and "is deleted on" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert journal.undelivered(journal.run_journals(folder)[0])  # nothing lost: still kept
+
+
+SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+
+
+def journalled(folder: Path, key: str) -> int:
+    """How many reports of `key` a run's journals hold (delivered or not)."""
+    import json
+
+    count = 0
+    for path in journal.run_journals(folder):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["kind"] == "metrics" and any(p[0] == key for p in event["points"]):
+                count += 1
+    return count
+
+
+@pytest.mark.parametrize("workers", [2, 1], ids=["ray-train-2-workers", "solo"])
+def test_a_training_run_through_an_outage_ends_whole(server, tmp_path, workers):
+    """`pipeline train` whose server is stopped after the first epoch landed and started again
+    several reports later: FINISHED, every epoch's metrics exactly once, every grid."""
+    from tests.conftest import require_shared
+    from tests.train_fixtures import anime_dataset
+
+    require_shared("anime-mlds2018")
+    data, epochs = anime_dataset(tmp_path / "data"), 8
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PIPELINE_TRACKING_WAIT_S": "180"}
+    command = [
+        sys.executable,
+        "-m",
+        "stages.cli",
+        "train",
+        "dcgan",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--workers",
+        str(workers),
+        "--batch-size",
+        "32",
+        *SMALL,
+    ]
+    train = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)  # fmt: skip
+    try:
+        root = journal.journals_root()
+        wait_for(lambda: root.is_dir() and any(root.iterdir()), "a journal", timeout=300)
+        folder = next(root.iterdir())
+        run_id = folder.name
+        wait_for(lambda: history(server.uri, run_id, "loss_d"), "epoch 1 in MLflow", timeout=300)
+        server.stop()
+        wait_for(lambda: journalled(folder, "loss_d") >= 4, "3 reports while away", timeout=300)
+        server.start()
+        output, _ = train.communicate(timeout=600)
+    finally:
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+            train.wait()
+    assert train.returncode == 0, output[-3000:]
+    assert "unreachable: keeping the record in" in output, output[-3000:]
+    steps = [step for step, _ in history(server.uri, run_id, "loss_d")]
+    assert len(steps) == epochs and len(set(steps)) == epochs  # every epoch, each once
+    grids = artifacts(server.uri, run_id, "samples")
+    assert len([g for g in grids if g.endswith(".png")]) == epochs
+    assert client(server.uri).get_run(run_id).info.status == "FINISHED"
+    assert not journal.all_undelivered()
+
+
+def test_tune_resume_delivers_what_the_sweep_kept(server):
+    """What a sweep's parent and trials kept while the server was away is delivered when the
+    sweep is resumed (`deliver_kept`, called by `tune --resume`); another run's journal is
+    left for its own `pipeline sync`."""
+    from pipeline.tracking.delivery import deliver_kept, sync
+
+    parent = tracking.start_run(server.uri, "sweeps/acgan", "asha", {"sweep.samples": 2})
+    trial = tracking.start_run(server.uri, "sweeps/acgan", "asha-0", {"lambda_cls": 1.0},
+                               parent_run_id=parent.run_id)  # fmt: skip
+    other = tracking.start_run(server.uri, "celeba-64/dcgan", "other", {"lr_g": 2e-4})
+    server.stop()
+    for handle in (parent, trial, other):
+        Tracker(handle).log_metrics({"fid_standin": 3.0}, step=64)
+    server.start()
+    said: list[str] = []
+    assert deliver_kept(server.uri, parent.run_id, said.append) == 2
+    assert all("kept in" in line for line in said) and len(said) == 2
+    for handle in (parent, trial):
+        assert history(server.uri, handle.run_id, "fid_standin") == [(64, 3.0)]
+    assert journal.all_undelivered() == [journal.journals_root() / other.run_id]
+    sync(journal.journals_root() / other.run_id)  # what `pipeline sync` does
+    assert journal.all_undelivered() == []

@@ -20,7 +20,6 @@ import pytest
 from pipeline import tracking
 from pipeline.errors import PipelineError
 from pipeline.tracking import RunHandle, Tracker
-from pipeline.tracking import tracker as tracker_module
 from tests.browser import free_port
 from tests.mlflow_server import mlflow_server
 
@@ -311,7 +310,12 @@ class FlakyClient:
     def __init__(self, failures: int, code: str):
         from mlflow.protos import databricks_pb2
 
-        self.failures, self.code, self.calls = failures, getattr(databricks_pb2, code), 0
+        self.failures, self.code, self.calls, self.sent = (
+            failures,
+            getattr(databricks_pb2, code),
+            0,
+            [],
+        )
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()):
         from mlflow.exceptions import MlflowException
@@ -319,36 +323,52 @@ class FlakyClient:
         self.calls += 1
         if self.calls <= self.failures:
             raise MlflowException("store trouble", error_code=self.code)
+        self.sent.extend(metrics)
 
 
-def test_transient_failures_are_retried_then_dropped_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(tracker_module, "RETRY_WAITS_S", (0.01, 0.01))
+def test_a_transient_failure_keeps_the_event_a_refusal_passes_it_over(tmp_path, caplog):
+    """Delivery stops at a transient failure (the event stays in the journal, sent once when
+    the store answers) and passes over one MLflow refuses, with a warning."""
+    from pipeline.tracking import delivery, journal
+
     handle = RunHandle("sqlite:////nowhere/mlflow.db", "r" * 32, "1", "run")
+    book = journal.Journal(handle, root=tmp_path)
+    book.append("metrics", points=[["loss_d", 1.0, 1000, 1]])
+    book.append("metrics", points=[["loss_d", 2.0, 2000, 2]])
 
-    flaky = FlakyClient(failures=2, code="TEMPORARILY_UNAVAILABLE")  # a locked sqlite store
-    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: flaky)
-    Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)
-    assert flaky.calls == 3 and "could not" not in caplog.text
+    locked = FlakyClient(failures=1, code="TEMPORARILY_UNAVAILABLE")  # a locked sqlite store
+    with pytest.raises(delivery.Unreachable, match="store trouble"):
+        delivery.deliver(book.path, locked)
+    assert journal.undelivered(book.path) and locked.sent == []
+    assert delivery.deliver(book.path, locked) == 2
+    assert [(m.step, m.value) for m in locked.sent] == [(1, 1.0), (2, 2.0)]
+    assert delivery.deliver(book.path, locked) == 0 and not journal.undelivered(book.path)
 
-    dead = FlakyClient(failures=99, code="TEMPORARILY_UNAVAILABLE")
-    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: dead)
-    Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)  # does not raise
-    assert dead.calls == 3 and "could not log metrics (store trouble)" in caplog.text
-
+    book.append("metrics", points=[["loss_d", 3.0, 3000, 3]])
     refused = FlakyClient(failures=99, code="INVALID_PARAMETER_VALUE")  # no use retrying
-    monkeypatch.setattr(tracker_module, "mlflow_client", lambda uri: refused)
-    Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)
-    assert refused.calls == 1
+    delivery.deliver(book.path, refused)
+    assert (
+        refused.calls == 1 and "could not log metrics (store trouble); passed over" in caplog.text
+    )
+    assert not journal.undelivered(book.path)
 
 
-def test_tracker_towards_a_dead_server_warns_quickly(monkeypatch, caplog):
-    monkeypatch.setattr(tracker_module, "RETRY_WAITS_S", (0.01, 0.01))
-    handle = RunHandle(f"http://127.0.0.1:{free_port()}", "r" * 32, "1", "run")
-    started = time.perf_counter()
-    Tracker(handle).log_metrics({"loss_d": 1.0}, step=1)
-    assert time.perf_counter() - started < 10  # MLflow alone would retry for minutes
-    assert "could not log metrics" in caplog.text
-    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # put back after the call
+def test_a_dead_server_costs_the_loop_nothing_and_names_pipeline_sync(
+    monkeypatch, capsys, tmp_path
+):
+    """Nothing answers at the URI: logging returns at once (the journal takes it), and the
+    run's end waits the bounded time, then names `pipeline sync` with the journal's folder."""
+    from pipeline.tracking import journal
+
+    monkeypatch.setenv("PIPELINE_TRACKING_WAIT_S", "1")
+    handle = RunHandle(f"http://127.0.0.1:{free_port()}", "d" * 32, "1", "dead")
+    tracker = Tracker(handle)
+    tracker.log_metrics({"loss_d": 1.0}, step=1)
+    tracker.finish()  # returns after the bounded wait (MLflow's own retries: minutes per call)
+    folder = journal.journals_root() / handle.run_id
+    assert f"deliver it with: pipeline sync {folder}" in capsys.readouterr().out
+    assert journal.all_undelivered() == [folder]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # put back after the calls
 
 
 def _log_from_elsewhere(handle: RunHandle, cwd: str, runs: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -66,20 +67,40 @@ def send(client, folder: Path, header: dict, event: Event) -> None:
             client.log_artifacts(run_id, str(path), fields.get("artifact_path"))
         else:
             client.log_artifact(run_id, str(path), fields.get("artifact_path"))
-    elif event.kind == "image":
-        from PIL import Image
-
-        with Image.open(folder / fields["file"]) as image:
-            image.load()
-        if fields.get("artifact_file"):
-            client.log_image(run_id, image, fields["artifact_file"])
-        else:
-            client.log_image(run_id, image, key=fields["key"], step=fields["step"],
-                             timestamp=fields["timestamp"])  # fmt: skip
+    elif event.kind == "image":  # kept under the artifact's own name: sent as it is
+        where = str(Path(fields["artifact_file"]).parent)
+        client.log_artifact(run_id, str(folder / fields["file"]), None if where == "." else where)
+        if fields.get("key") is not None:  # also an entry of the UI's image series
+            _log_series_image(client, run_id, folder / fields["file"], fields)
     elif event.kind == "status":
         client.set_terminated(run_id, fields["status"], end_time=fields["end_time"])
     else:
         raise PipelineError(f"unknown journal event {event.kind!r}")
+
+
+def _log_series_image(client, run_id: str, kept: Path, fields: dict) -> None:
+    """`client.log_image(run_id, image, key=, step=, timestamp=)` under a name fixed by the
+    event: MLflow names each entry with a fresh uuid, so a delivery retried after a partial
+    failure (the image sent, its preview not) would show twice in the UI's slider. Here a
+    retry overwrites the same two files. The names follow MLflow 3's (the UI parses them):
+    images/<key, / as ~>+step+<step>+timestamp+<ms>+<uuid>.png and ...+compressed.webp."""
+    import tempfile
+    import uuid
+
+    from mlflow.tracking.multimedia import compress_image_size
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+
+    entry = uuid.uuid5(uuid.NAMESPACE_URL, f"pipeline:{run_id}:{fields['file']}")
+    name = (f"{fields['key'].replace('/', '~')}+step+{fields['step']}+timestamp+"
+            f"{fields['timestamp']}+{entry}")  # fmt: skip
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder, Image.open(kept) as image:
+        shutil.copyfile(kept, Path(folder) / f"{name}.png")
+        compress_image_size(image.convert("RGB")).save(Path(folder) / f"{name}+compressed.webp")
+        client.log_artifact(run_id, str(Path(folder) / f"{name}.png"), "images")
+        client.log_artifact(run_id, str(Path(folder) / f"{name}+compressed.webp"), "images")
+    client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
 
 
 def deliver(path: Path, client, statuses: bool = False) -> int:
@@ -132,6 +153,9 @@ def flush_run(folder: Path, uri: str, timeout: float) -> bool:
                 return True
         except Unreachable:
             pass
+        except PipelineError as error:  # the run is gone from the server: waiting cannot help
+            print(f"MLflow: {error}", flush=True)
+            return False
         left = deadline - time.monotonic()
         if left <= 0:
             return False
@@ -176,6 +200,31 @@ def sync(folder: Path) -> tuple[dict, int]:
             f"MLflow at {header['uri']} unreachable ({error}): the record "
             f"stays in {folder}; run `pipeline sync` again later"
         ) from None
+
+
+def deliver_kept(uri: str, parent_run_id: str, say) -> int:
+    """`tune --resume`: deliver what this node's journals kept of the sweep (its parent run and
+    the trials nested under it) while MLflow was away; returns how many runs. A run that
+    cannot be delivered now is said, not fatal: `pipeline sync` remains."""
+    client, delivered = client_for(uri), 0
+    for folder in journal.all_undelivered():
+        try:
+            header = journal.header(journal.run_journals(folder)[0])
+            if header["uri"] != uri:
+                continue
+            tags = client.get_run(header["run_id"]).data.tags
+            if parent_run_id not in (header["run_id"], tags.get("mlflow.parentRunId")):
+                continue
+            _, sent = sync(folder)
+        except PipelineError as error:
+            say(f"warning: {error}")
+            continue
+        except Exception:  # noqa: BLE001 - not a run of this server (any more): not ours to say
+            continue
+        delivered += 1
+        say(f"delivered {sent} event(s) of run {header.get('name')} kept in {folder} while "
+            "MLflow was away")  # fmt: skip
+    return delivered
 
 
 def _check_run(client, header: dict, folder: Path) -> None:
@@ -250,8 +299,9 @@ class Sender:
                 attempt += 1
                 if self.away_since is None:
                     self.away_since = time.monotonic()
-                    print(f"MLflow at {self.uri} unreachable ({error}): keeping the record "
-                          f"in {self.folder}, delivering when it is back", flush=True)  # fmt: skip
+                    print(f"MLflow at {self.uri} unreachable: keeping the record in "
+                          f"{self.folder}, delivering when it is back", flush=True)  # fmt: skip
+                    log.info("MLflow at %s: %s", self.uri, error)
                 continue
             except PipelineError as error:  # the run is gone from the server: nothing to retry
                 print(f"MLflow: {error}", flush=True)

@@ -77,16 +77,16 @@ class Journal:
         self._seq += 1
         self._write({"kind": kind, "seq": self._seq, **fields})
 
-    def keep(self, source) -> str:
-        """A copy of `source` (a file, a folder or a PIL image) until it is delivered: its
-        path in the journal's folder (the run may overwrite the original before the server is
-        back)."""
-        name = "image.png" if hasattr(source, "save") else source.name
+    def keep(self, source, name: str | None = None) -> str:
+        """A copy of `source` (a file, a folder or a PIL image, saved as `name`) until it is
+        delivered: its path in the journal's folder (the run may overwrite the original before
+        the server is back)."""
+        name = name or ("image.png" if hasattr(source, "save") else source.name)
         kept = Path("files") / f"{self.path.stem}-{self._seq + 1:06d}" / name
         target = self.folder / kept
         target.parent.mkdir(parents=True, exist_ok=True)
         if hasattr(source, "save"):
-            source.save(target, format="PNG")
+            source.save(target)  # in the format its name says, as MLflow's log_image would
         elif source.is_dir():
             shutil.copytree(source, target)
         else:
@@ -150,7 +150,10 @@ def pending(journal: Path) -> Iterator[Event]:
 
 
 def undelivered(journal: Path) -> bool:
-    return journal.stat().st_size > sent_offset(journal)
+    try:
+        return journal.stat().st_size > sent_offset(journal)
+    except FileNotFoundError:  # removed with its folder: nothing left to deliver from it
+        return False
 
 
 def run_journals(folder: Path) -> list[Path]:

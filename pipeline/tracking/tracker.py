@@ -47,10 +47,12 @@ class Outbox:
         self.sender: delivery.Sender | None = None
         self.lock = threading.Lock()
 
-    def append(self, kind: str, keep: Path | Image | None = None, **fields: Any) -> None:
+    def append(
+        self, kind: str, keep: Path | Image | None = None, name: str | None = None, **fields: Any
+    ) -> None:
         with self.lock:
             if keep is not None:
-                fields["file"] = self.journal.keep(keep)
+                fields["file"] = self.journal.keep(keep, name)
             self.journal.append(kind, **fields)
             if self.sender is None:
                 self.sender = delivery.Sender(self.journal.path, self.handle.uri,
@@ -143,10 +145,10 @@ class Tracker:
         as an MLflow image series, which the UI shows with a step slider."""
         if self.handle is None:
             return
-        self._append("image", keep=image, artifact_file=artifact_file)
-        if key is not None:
-            self._append("image", keep=image, key=mlflow_key(key), step=int(step or 0),
-                         timestamp=int(time.time() * 1000))  # fmt: skip
+        series = {"key": mlflow_key(key), "step": int(step or 0)} if key is not None else {}
+        name, now = Path(artifact_file).name, int(time.time() * 1000)
+        self._append("image", keep=image, name=name, artifact_file=artifact_file, timestamp=now,
+                     **series)  # fmt: skip
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """A file, or a folder's contents, under `artifact_path` of the run's artifacts (a

@@ -78,7 +78,10 @@ def tune(
     # The MLflow parent run: reopened, or created with the space and the plan.
     tracking.prepare_store(plan.uri)
     if resume:
+        from pipeline.tracking.delivery import deliver_kept
+
         tracking.reopen_run(plan.parent_handle())
+        deliver_kept(plan.uri, plan.parent_handle().run_id, say)  # what an outage left here
     else:
         plan = start_parent(plan, space)
     parent = plan.parent_handle()

@@ -33,7 +33,7 @@ from pipeline.tracking.store import (
     prepare_store,
     tracking_uri,
 )
-from pipeline.tracking.tracker import STATUSES, Tracker
+from pipeline.tracking.tracker import STATUSES, Tracker, deliver_all
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -44,6 +44,7 @@ __all__ = [
     "absolute_uri",
     "artifact_files",
     "default_experiment",
+    "deliver_all",
     "download_artifact",
     "experiment_id",
     "find_run",

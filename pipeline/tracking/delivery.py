@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT_S = 15
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # then every 15 s, for as long as the run lives
 DEFAULT_WAIT_S = 60.0
+# A failure this short is not worth a console line (a sqlite store locked by another writer
+# for a moment, a server's brief restart): the sender says "unreachable" after this long.
+SAY_AFTER_S = 2.0
 
 
 class Unreachable(Exception):
@@ -261,11 +264,13 @@ def client_for(uri: str):
 class Sender:
     """Delivers one journal of this process in the background: the training step only appends
     to the file. While MLflow is away it retries without end (a growing wait, at most 15 s)
-    and says so on the console once when it goes and once when the backlog is delivered."""
+    and, once the failures have lasted SAY_AFTER_S, says so on the console once, and once
+    more when the backlog is delivered."""
 
     def __init__(self, path: Path, uri: str, folder: Path):
         self.path, self.uri, self.folder = path, uri, folder
-        self.away_since: float | None = None
+        self.away_since: float | None = None  # the first failure of the present outage
+        self.announced = False
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlflow-sender", daemon=True)
@@ -297,8 +302,10 @@ class Sender:
                 deliver(self.path, client)
             except Unreachable as error:
                 attempt += 1
-                if self.away_since is None:
-                    self.away_since = time.monotonic()
+                now = time.monotonic()
+                self.away_since = self.away_since or now
+                if not self.announced and now - self.away_since >= SAY_AFTER_S:
+                    self.announced = True
                     print(f"MLflow at {self.uri} unreachable: keeping the record in "
                           f"{self.folder}, delivering when it is back", flush=True)  # fmt: skip
                     log.info("MLflow at %s: %s", self.uri, error)
@@ -311,11 +318,11 @@ class Sender:
                 attempt += 1
                 log.warning("MLflow run journal %s: %s", self.path, one_line(error))
                 continue
-            if self.away_since is not None:
-                away = time.monotonic() - self.away_since
+            if self.announced:
+                away = time.monotonic() - (self.away_since or 0.0)
                 print(f"MLflow at {self.uri} is back: the record kept for {away:.0f} s is "
                       "delivered", flush=True)  # fmt: skip
-                self.away_since = None
+            self.away_since, self.announced = None, False
             attempt = 0
             if waits_for_status(self.path):
                 self._idle.set()

@@ -68,16 +68,18 @@ _gave_up: set[str] = set()  # the servers this process already waited its time f
 def outbox(handle: RunHandle) -> Outbox:
     with _outboxes_lock:
         if not _outboxes:
-            atexit.register(_deliver_at_exit)
+            atexit.register(deliver_all)
         key = (handle.uri, handle.run_id)
         if key not in _outboxes:
             _outboxes[key] = Outbox(handle)
         return _outboxes[key]
 
 
-def _deliver_at_exit() -> None:
-    """A command ending: what its senders (daemon threads, about to stop) have not delivered
-    yet is delivered now, within the bounded wait, or named for `pipeline sync`."""
+def deliver_all() -> None:
+    """A command ending (called at exit too): what this process's senders (daemon threads,
+    about to stop) have not delivered yet is delivered now, within the bounded wait, or named
+    for `pipeline sync`. A function that logs to runs it does not finish (a sweep's summary,
+    `evaluate`) calls it before it returns, so its caller reads a whole record."""
     for box in list(_outboxes.values()):
         if box.sender is None or not journal.undelivered(box.journal.path):
             continue

@@ -105,6 +105,7 @@ def evaluate(
         where = Path(real).name if real else f"{details['real'].split(' ')[0].replace('/', '-')}"
         tracker.log_dict(details, f"fid/evaluate-{where}-n{fake.n}-{fid.dims}d.json")
         tracker.set_tags({"pipeline.fid_backbone": backbone.kind})
+        tracker.close()  # in MLflow when this returns (or its journal named)
     return Evaluation(result, details, handle.run_id if handle else None, step)
 
 

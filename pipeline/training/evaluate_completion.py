@@ -115,4 +115,5 @@ def evaluate_completion(
         tracker = tracking.Tracker(handle)
         tracker.log_metrics(result, step=step)
         tracker.log_dict(details, f"completion/evaluate-{manifest['name']}-{split}-n{n}.json")
+        tracker.close()  # in MLflow when this returns (or its journal named)
     return result, details, step

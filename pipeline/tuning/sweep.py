@@ -127,6 +127,7 @@ def tune(
         raise
     finally:
         tracking.Tracker(parent).finish(status)
+        tracking.deliver_all()  # the trials' tags and best checkpoints the summary logged
     if interrupted:
         raise PipelineError(
             f"sweep {plan.name} interrupted with {done} of {plan.trials} trial(s) done; "

@@ -1,0 +1,128 @@
+"""A 40 s outage of the tracking server in the middle of a run, as issue 20 tried it: a
+2-worker `pipeline train dcgan` (Ray Train, DDP) of `--epochs` epochs on the real anime sample
+at 32 px, logging to an `mlflow server` on 127.0.0.1 that is stopped for `--outage` seconds
+once the first epoch has landed, then started again on the same store.
+
+Printed: the console lines the run said about the outage, then the points and grids expected
+against those found in MLflow (each epoch's `loss_d` point exactly once; one grid per epoch),
+the run's status, and the command's exit code and time. Before the journal this found 6 of 10
+`loss_d` points and 7 of 10 grids.
+
+    python benchmarks/tracking_outage.py                 # ~2 CPU minutes
+    python benchmarks/tracking_outage.py --outage 40 --epochs 10 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from _common import REPO, SHARED, print_machine, workdir
+
+SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, folder, port: int):
+        self.folder, self.port, self.process = folder, port, None
+        self.uri = f"http://127.0.0.1:{port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+             str(self.port), "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "mlartifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        for _ in range(180):
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=3):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("error: mlflow server did not start in 90 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--outage", type=float, default=40.0, help="seconds the server is away")
+    args = parser.parse_args()
+    anime = SHARED / "anime-mlds2018" / "extra_data"
+    if not anime.is_dir():
+        raise SystemExit(f"error: the anime sample is missing at {anime} (../shared/datasets)")
+    print_machine()
+    from mlflow import MlflowClient
+
+    with workdir() as folder:
+        data = folder / "data" / "anime-32"
+        env = {**os.environ, "PIPELINE_RUNS": str(folder / "runs"), "COLUMNS": "200",
+               "PIPELINE_DATA": str(folder / "data")}  # fmt: skip
+        subprocess.run([sys.executable, "-m", "stages.cli", "ingest", "images", "--root",
+                        str(anime), "--labels", str(anime / "tags.csv"), "--size", "32",
+                        "--out", str(data)], env=env, check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        server = Server(folder, free_port())
+        server.start()
+        env["MLFLOW_TRACKING_URI"] = server.uri
+        started = time.monotonic()
+        train = subprocess.Popen(
+            [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", str(data),
+             "--epochs", str(args.epochs), "--workers", str(args.workers), "--batch-size", "32",
+             *SMALL], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            client, run_id = MlflowClient(server.uri), None
+            while run_id is None or not client.get_metric_history(run_id, "loss_d"):
+                runs = client.search_runs(
+                    [e.experiment_id for e in client.search_experiments()], max_results=1
+                )
+                run_id = runs[0].info.run_id if runs else None
+                time.sleep(0.5)
+            server.stop()
+            print(f"server stopped after epoch 1 landed; away for {args.outage:.0f} s", flush=True)
+            time.sleep(args.outage)
+            server.start()
+            print("server started again on the same store", flush=True)
+            output, _ = train.communicate(timeout=1800)
+            seconds = time.monotonic() - started
+            said = [line for line in output.splitlines() if "MLflow at" in line]
+            print("\nthe run said:\n  " + "\n  ".join(said or ["(nothing about MLflow)"]))
+            points = client.get_metric_history(run_id, "loss_d")
+            grids = [a for a in client.list_artifacts(run_id, "samples") if a.path.endswith(".png")]
+            steps = [p.step for p in points]
+            print(f"\nloss_d points: {len(points)} found, {args.epochs} expected "
+                  f"({len(set(steps))} distinct steps)")  # fmt: skip
+            print(f"sample grids:  {len(grids)} found, {args.epochs} expected")
+            print(f"run status:    {client.get_run(run_id).info.status}")
+            print(f"pipeline train: exit {train.returncode} after {seconds:.0f} s")
+            whole = len(points) == len(set(steps)) == len(grids) == args.epochs
+            print("the record is whole" if whole else "HOLES in the record")
+        finally:
+            if train.poll() is None:
+                os.killpg(train.pid, signal.SIGKILL)
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

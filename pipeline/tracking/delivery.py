@@ -271,6 +271,7 @@ class Sender:
         self.path, self.uri, self.folder = path, uri, folder
         self.away_since: float | None = None  # the first failure of the present outage
         self.announced = False
+        self.waited_on = False  # a run's end waits for this sender: retry every second
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlflow-sender", daemon=True)
@@ -283,19 +284,23 @@ class Sender:
     def drain(self, timeout: float) -> bool:
         """Wait (at most `timeout` s) until everything but the status is delivered."""
         deadline = time.monotonic() + timeout
-        while True:
-            self.wake()
-            if self._idle.wait(max(0.0, deadline - time.monotonic())) and waits_for_status(
-                self.path
-            ):
-                return True
-            if time.monotonic() >= deadline:
-                return False
+        self.waited_on = True
+        try:
+            while True:
+                self.wake()
+                left = max(0.0, deadline - time.monotonic())
+                if self._idle.wait(left) and waits_for_status(self.path):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+        finally:
+            self.waited_on = False
 
     def _run(self) -> None:
         client, attempt = None, 0
         while True:
-            self._wake.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] if attempt else None)
+            backoff = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            self._wake.wait((min(backoff, 1.0) if self.waited_on else backoff) if attempt else None)
             self._wake.clear()
             try:
                 client = client or client_for(self.uri)
@@ -308,7 +313,7 @@ class Sender:
                     self.announced = True
                     print(f"MLflow at {self.uri} unreachable: keeping the record in "
                           f"{self.folder}, delivering when it is back", flush=True)  # fmt: skip
-                    log.info("MLflow at %s: %s", self.uri, error)
+                    log.debug("MLflow at %s: %s", self.uri, error)
                 continue
             except PipelineError as error:  # the run is gone from the server: nothing to retry
                 print(f"MLflow: {error}", flush=True)

@@ -46,6 +46,7 @@ class Outbox:
         self.journal = Journal(handle)
         self.sender: delivery.Sender | None = None
         self.lock = threading.Lock()
+        self.named = False  # `pipeline sync` was named for it once: at exit, only a last try
 
     def append(
         self, kind: str, keep: Path | Image | None = None, name: str | None = None, **fields: Any
@@ -83,7 +84,10 @@ def deliver_all() -> None:
     for box in list(_outboxes.values()):
         if box.sender is None or not journal.undelivered(box.journal.path):
             continue
-        _flush(box.handle, box.journal.folder)
+        if box.named:
+            delivery.flush_run(box.journal.folder, box.handle.uri, 0.0)
+        else:
+            _flush(box.handle, box.journal.folder)
 
 
 class Tracker:
@@ -217,5 +221,6 @@ def _wait(uri: str) -> float:
 
 def _kept(handle: RunHandle, folder: Path) -> None:
     _gave_up.add(handle.uri)
+    outbox(handle).named = True
     print(f"MLflow at {handle.uri} still unreachable: run {handle.name} ({handle.run_id}) is "
           f"kept in {folder}; deliver it with: pipeline sync {folder}", flush=True)  # fmt: skip

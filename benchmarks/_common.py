@@ -12,7 +12,10 @@ import argparse
 import hashlib
 import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -171,3 +174,44 @@ def print_ratio(name: str, value: float, goal: float) -> bool:
     met = value >= goal
     print(f"{name:<52} {value:7.2f}x   goal >= {f'{goal:g}x':<6} {'met' if met else 'NOT MET'}")
     return met
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 over a sqlite store and an artifact folder in
+    `folder`; `stop()` then `start()` again is an outage (same port, same store). `cpus`: pin
+    it to those CPUs (so its own work is not counted against a loop on the others)."""
+
+    def __init__(self, folder: Path, cpus: set[int] | None = None):
+        self.folder, self.port, self.cpus = folder, free_port(), cpus
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import urllib.request
+
+        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
+        self.process = subprocess.Popen(
+            [*pin, sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+             str(self.port), "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "mlartifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        for _ in range(180):
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=3):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("error: mlflow server did not start in 90 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its workers
+            self.process.wait(30)

@@ -30,15 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 from _common import (
     Measurement,
+    MlflowServer,
     add_options,
+    free_port,
     print_machine,
     print_ratio,
     timed,
@@ -53,33 +50,6 @@ from pipeline.training.context import LocalContext
 from pipeline.training.worker import run_loop
 
 SIZE = 32
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(folder: Path, cpus: set[int] | None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
-    server = subprocess.Popen(
-        [*pin, sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "mlartifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=3):
-                return server, uri
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("error: mlflow server did not start in 90 s")
 
 
 def main() -> None:
@@ -102,7 +72,9 @@ def main() -> None:
         loop_config = {"config": to_dict(config), "dataset": str(data)}
         cpus = sorted(os.sched_getaffinity(0))
         pinned = not args.no_pin and len(cpus) >= 2
-        server, uri = start_server(folder, set(cpus[1:]) if pinned else None)
+        server = MlflowServer(folder, set(cpus[1:]) if pinned else None)
+        server.start()
+        uri = server.uri
         if pinned:
             import torch
 
@@ -134,8 +106,7 @@ def main() -> None:
                     print(f"{name} #{repeat + 1}: {seconds:.1f} s, {rate:,.0f} img/s between "
                           "reports", flush=True)  # fmt: skip
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     print()
     for m in runs.values():
         rates = " ".join(f"{r:,.0f}" for r in m.rates)

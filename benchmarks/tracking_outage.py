@@ -20,45 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
-from _common import REPO, SHARED, print_machine, workdir
+from _common import REPO, SHARED, MlflowServer, print_machine, workdir
 
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, folder, port: int):
-        self.folder, self.port, self.process = folder, port, None
-        self.uri = f"http://127.0.0.1:{port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-             str(self.port), "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-             "--artifacts-destination", str(self.folder / "mlartifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        for _ in range(180):
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=3):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise SystemExit("error: mlflow server did not start in 90 s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
 
 
 def main() -> None:
@@ -81,7 +46,7 @@ def main() -> None:
                         str(anime), "--labels", str(anime / "tags.csv"), "--size", "32",
                         "--out", str(data)], env=env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-        server = Server(folder, free_port())
+        server = MlflowServer(folder)
         server.start()
         env["MLFLOW_TRACKING_URI"] = server.uri
         started = time.monotonic()

@@ -61,7 +61,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -70,7 +69,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _common import Measurement, print_machine, print_ratio, print_table, workdir
+from _common import Measurement, free_port, print_machine, print_ratio, print_table, workdir
 from _training import celeba_train_set
 from torch import nn
 
@@ -277,12 +276,6 @@ def _worker(rank: int, world: int, threads: int, port: int, dataset: str, out: s
     finally:
         if world > 1:
             dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_workers(dataset: Path, world: int, threads: int, out: Path) -> list[dict]:

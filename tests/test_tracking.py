@@ -435,3 +435,27 @@ def test_real_server_and_the_ui_over_a_local_store(store, tmp_path, monkeypatch)
         assert len(stored) == 1 and handle.run_id in str(stored[0])
         with pytest.raises(PipelineError, match=f"no MLflow run {'f' * 32} in {uri}"):
             tracking.find_run(uri, "f" * 32)
+
+
+def test_bad_journals_and_a_bad_wait_are_one_line(cli, tmp_path, monkeypatch):
+    """A folder holding some other .jsonl is no journal; a damaged journal line names its file
+    and byte; a wait that is no number of seconds is refused."""
+    from pipeline.tracking import delivery, journal
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.jsonl").write_text('{"a": 1}\n')
+    result = cli("sync", str(tmp_path / "other"))
+    assert result.exit_code != 0 and "holds no pipeline journal" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    handle = RunHandle("sqlite:////nowhere/mlflow.db", "b" * 32, "1", "run")
+    book = journal.Journal(handle, root=tmp_path)
+    book.append("metrics", points=[["loss_d", 1.0, 1000, 1]])
+    with open(book.path, "ab") as file:
+        file.write(b"\x00\x00 not json\n")
+    with pytest.raises(PipelineError, match=r"no JSON event at byte \d+ \(damaged\?\)"):
+        list(journal.pending(book.path))
+
+    monkeypatch.setenv("PIPELINE_TRACKING_WAIT_S", "a minute")
+    with pytest.raises(PipelineError, match="'a minute' is not a number of seconds"):
+        delivery.wait_s()

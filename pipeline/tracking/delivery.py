@@ -150,7 +150,7 @@ def flush_run(folder: Path, uri: str, timeout: float) -> bool:
     client, attempt = None, 0
     while True:
         try:
-            client = client or client_for(uri)
+            client = client or mlflow_client(uri)
             deliver_run(folder, client)
             if not any(map(journal.undelivered, journal.run_journals(folder))):
                 return True
@@ -162,7 +162,7 @@ def flush_run(folder: Path, uri: str, timeout: float) -> bool:
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        time.sleep(min(left, BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]))
+        time.sleep(min(left, _backoff(attempt)))
         attempt += 1
 
 
@@ -194,22 +194,19 @@ def sync(folder: Path) -> tuple[dict, int]:
     no longer has the run."""
     files = journal.run_journals(folder)
     header = journal.header(files[0])
-    client = client_for(header["uri"])
+    client = mlflow_client(header["uri"])
     _check_run(client, header, folder)
     try:
         return header, deliver_run(folder, client)
     except Unreachable as error:
-        raise PipelineError(
-            f"MLflow at {header['uri']} unreachable ({error}): the record "
-            f"stays in {folder}; run `pipeline sync` again later"
-        ) from None
+        raise _away(header, folder, error) from None
 
 
 def deliver_kept(uri: str, parent_run_id: str, say) -> int:
     """`tune --resume`: deliver what this node's journals kept of the sweep (its parent run and
     the trials nested under it) while MLflow was away; returns how many runs. A run that
     cannot be delivered now is said, not fatal: `pipeline sync` remains."""
-    client, delivered = client_for(uri), 0
+    client, delivered = mlflow_client(uri), 0
     for folder in journal.all_undelivered():
         try:
             header = journal.header(journal.run_journals(folder)[0])
@@ -237,13 +234,10 @@ def _check_run(client, header: dict, folder: Path) -> None:
         run = client.get_run(header["run_id"])
     except MlflowException as error:
         if transient(error):
-            raise PipelineError(f"MLflow at {header['uri']} unreachable ({one_line(error)}): "
-                                f"the record stays in {folder}") from None  # fmt: skip
-        raise PipelineError(f"run {header['run_id']} is not on {header['uri']} (deleted?): "
-                            f"its journal {folder} is kept") from None  # fmt: skip
+            raise _away(header, folder, one_line(error)) from None
+        raise _gone(header, folder) from None
     except Exception as error:  # noqa: BLE001 - requests' and the OS's network errors
-        raise PipelineError(f"MLflow at {header['uri']} unreachable ({one_line(error)}): "
-                            f"the record stays in {folder}") from None  # fmt: skip
+        raise _away(header, folder, one_line(error)) from None
     if run.info.lifecycle_stage == "deleted":
         raise PipelineError(f"run {header['run_id']} is deleted on {header['uri']}: its "
                             f"journal {folder} is kept (restore the run, then sync)")  # fmt: skip
@@ -255,10 +249,6 @@ def _named(folder: Path, name: str) -> bool:
         return bool(files) and journal.header(files[0]).get("name") == name
     except PipelineError:
         return False
-
-
-def client_for(uri: str):
-    return mlflow_client(uri)
 
 
 class Sender:
@@ -299,11 +289,11 @@ class Sender:
     def _run(self) -> None:
         client, attempt = None, 0
         while True:
-            backoff = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            backoff = _backoff(attempt)
             self._wake.wait((min(backoff, 1.0) if self.waited_on else backoff) if attempt else None)
             self._wake.clear()
             try:
-                client = client or client_for(self.uri)
+                client = client or mlflow_client(self.uri)
                 deliver(self.path, client)
             except Unreachable as error:
                 attempt += 1
@@ -346,12 +336,23 @@ def _send_one(client, path: Path, header: dict, event: Event) -> None:
         if transient(error):
             raise Unreachable(one_line(error)) from None
         if _run_gone(error):
-            raise PipelineError(
-                f"run {header['run_id']} is not on {header['uri']} (deleted?): its journal "
-                f"{path.parent} is kept"
-            ) from None
+            raise _gone(header, path.parent) from None
         log.warning("MLflow run %s: could not log %s (%s); passed over",
                     header["run_id"], event.kind, one_line(error))  # fmt: skip
+
+
+def _backoff(attempt: int) -> float:
+    return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+
+
+def _away(header: dict, folder: Path, error) -> PipelineError:
+    return PipelineError(f"MLflow at {header['uri']} unreachable ({error}): the record stays in "
+                         f"{folder}; run `pipeline sync` again later")  # fmt: skip
+
+
+def _gone(header: dict, folder: Path) -> PipelineError:
+    return PipelineError(f"run {header['run_id']} is not on {header['uri']} (deleted?): its "
+                         f"journal {folder} is kept")  # fmt: skip
 
 
 def _destination(event: Event) -> tuple[str, str]:

@@ -17,8 +17,8 @@ offset after each acknowledged event, under a lock on the file (the run's own se
 driver finishing the run and `pipeline sync` never send one event twice). A point resent
 after a crash between MLflow's answer and the offset's update is the same point (same key,
 value, step and timestamp: MLflow keeps one); params resent with their value are accepted,
-tags and artifacts overwrite. An image series entry (`log_image(key=...)`) is the exception:
-MLflow names it with a fresh uuid, so that window could show one image twice in the slider.
+tags and artifacts overwrite, and an image-series entry gets a name fixed by its event
+(`delivery._log_series_image`), so a resend overwrites it too.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -142,8 +143,11 @@ def pending(journal: Path) -> Iterator[Event]:
         for line in file:
             if not line.endswith(b"\n"):
                 return
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise PipelineError(f"{journal}: no JSON event at byte {end} (damaged?)") from None
             end += len(line)
-            event = json.loads(line)
             if event.get("kind") != "header":
                 kind = event.pop("kind")
                 yield Event(kind, event, end)
@@ -156,9 +160,13 @@ def undelivered(journal: Path) -> bool:
         return False
 
 
+NAME = re.compile(r"(\d+)-\d+")  # <started ns>-<pid>, as `Journal` names its file
+
+
 def run_journals(folder: Path) -> list[Path]:
-    """A run's journal files, oldest first."""
-    return sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: int(p.stem.split("-")[0]))
+    """A run's journal files, oldest first (other files in the folder are not journals)."""
+    files = [p for p in folder.glob(f"*{SUFFIX}") if NAME.fullmatch(p.stem)]
+    return sorted(files, key=lambda p: int(NAME.fullmatch(p.stem).group(1)))
 
 
 def all_undelivered(root: Path | None = None) -> list[Path]:

@@ -97,9 +97,10 @@ class S3Server:
     def log_path(self) -> Path:
         return self.folder / "weed.log"
 
-    def _start(self, weed: str, config: Path) -> None:
-        shutil.rmtree(self.folder / "data", ignore_errors=True)  # no state of a failed start
-        (self.folder / "data").mkdir()
+    def _start(self, weed: str, config: Path, fresh: bool = True) -> None:
+        if fresh:
+            shutil.rmtree(self.folder / "data", ignore_errors=True)  # no state of a failed start
+            (self.folder / "data").mkdir()
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/__exit__
         self.process = subprocess.Popen(
             [
@@ -158,6 +159,11 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def start_again(self) -> None:
+        """Start a stopped server on the same ports and the same data (an outage's end)."""
+        self.log.close()
+        self._start(shutil.which("weed"), self.folder / "s3.json", fresh=False)
 
     def __exit__(self, *exc) -> None:
         self.stop()

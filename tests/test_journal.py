@@ -287,3 +287,65 @@ def test_tune_resume_delivers_what_the_sweep_kept(server):
     assert journal.all_undelivered() == [journal.journals_root() / other.run_id]
     sync(journal.journals_root() / other.run_id)  # what `pipeline sync` does
     assert journal.all_undelivered() == []
+
+
+SWEEP = ["--set", "batch_size=32", "--set", "model.arch=dcgan", "--set", "fid.every=0"]
+
+
+def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path, cli, monkeypatch):
+    """A 2-trial sweep whose server goes away in the middle is interrupted (Ctrl-C) while it
+    is still away; with the server back, `tune --resume` delivers what the sweep kept and
+    finishes it: one parent and two children, FINISHED, every epoch of each exactly once."""
+    from tests.conftest import require_shared
+    from tests.test_tune_ray import children, parent_run
+    from tests.train_fixtures import anime_dataset
+
+    require_shared("anime-mlds2018")
+    data, epochs = anime_dataset(tmp_path / "data"), 3
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PIPELINE_TRACKING_WAIT_S": "3"}
+    command = [sys.executable, "-m", "stages.cli", "tune", "acgan", "--data", str(data),
+               "--samples", "2", "--max-epochs", str(epochs), "--workers-per-trial", "1",
+               "--scheduler", "fifo", "--name", "away", *SMALL, *SWEEP]  # fmt: skip
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)  # fmt: skip
+    mlflow = client(server.uri)
+
+    def an_epoch_landed() -> bool:
+        try:
+            runs = children(mlflow, parent_run(mlflow, "away").info.run_id)
+        except Exception:  # noqa: BLE001 - the store or the parent is not there yet
+            return False
+        return any(mlflow.get_metric_history(r.info.run_id, "epoch") for r in runs)
+
+    try:
+        wait_for(an_epoch_landed, "a trial's first epoch in MLflow", timeout=300)
+        server.stop()
+        root = journal.journals_root()
+        wait_for(lambda: sum(journalled(f, "loss_d") for f in root.iterdir()) >= 3,
+                 "more reports while away", timeout=300)  # fmt: skip
+        sweep.send_signal(signal.SIGINT)  # Ctrl-C while the server is away
+        output, _ = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+    assert sweep.returncode == 1, output[-3000:]
+    assert "unreachable: keeping the record in" in output, output[-3000:]
+    assert "pipeline sync" in output, output[-3000:]
+    assert journal.all_undelivered()
+
+    server.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    result = cli("tune", "--resume", "--name", "away")
+    assert result.exit_code == 0, result.output
+    parent = parent_run(mlflow, "away")  # still one parent
+    assert parent.info.status == "FINISHED"
+    runs = children(mlflow, parent.info.run_id)
+    assert len({r.data.tags["ray.trial_id"] for r in runs}) == len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        epochs_logged = [m.value for m in mlflow.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(epochs_logged) == [1, 2, 3], (run.info.run_name, epochs_logged)
+        steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "loss_d")]
+        assert len(steps) == len(set(steps)) == epochs
+    assert not journal.all_undelivered()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.console import say
 from pipeline.errors import PipelineError, one_line
 from pipeline.tracking import journal
 from pipeline.tracking.journal import Event
@@ -157,7 +158,7 @@ def flush_run(folder: Path, uri: str, timeout: float) -> bool:
         except Unreachable:
             pass
         except PipelineError as error:  # the run is gone from the server: waiting cannot help
-            print(f"MLflow: {error}", flush=True)
+            say(f"MLflow: {error}")
             return False
         left = deadline - time.monotonic()
         if left <= 0:
@@ -301,12 +302,12 @@ class Sender:
                 self.away_since = self.away_since or now
                 if not self.announced and now - self.away_since >= SAY_AFTER_S:
                     self.announced = True
-                    print(f"MLflow at {self.uri} unreachable: keeping the record in "
-                          f"{self.folder}, delivering when it is back", flush=True)  # fmt: skip
+                    say(f"MLflow at {self.uri} unreachable: keeping the record in "
+                        f"{self.folder}, delivering when it is back")  # fmt: skip
                     log.debug("MLflow at %s: %s", self.uri, error)
                 continue
             except PipelineError as error:  # the run is gone from the server: nothing to retry
-                print(f"MLflow: {error}", flush=True)
+                say(f"MLflow: {error}")
                 self._idle.set()
                 return
             except Exception as error:  # noqa: BLE001 - the sender must never take training down
@@ -315,8 +316,8 @@ class Sender:
                 continue
             if self.announced:
                 away = time.monotonic() - (self.away_since or 0.0)
-                print(f"MLflow at {self.uri} is back: the record kept for {away:.0f} s is "
-                      "delivered", flush=True)  # fmt: skip
+                say(f"MLflow at {self.uri} is back: the record kept for {away:.0f} s is "
+                    "delivered")  # fmt: skip
             self.away_since, self.announced = None, False
             attempt = 0
             if waits_for_status(self.path):

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.console import say
 from pipeline.tracking import delivery, journal
 from pipeline.tracking.journal import Journal
 from pipeline.tracking.runs import (
@@ -222,5 +223,5 @@ def _wait(uri: str) -> float:
 def _kept(handle: RunHandle, folder: Path) -> None:
     _gave_up.add(handle.uri)
     outbox(handle).named = True
-    print(f"MLflow at {handle.uri} still unreachable: run {handle.name} ({handle.run_id}) is "
-          f"kept in {folder}; deliver it with: pipeline sync {folder}", flush=True)  # fmt: skip
+    say(f"MLflow at {handle.uri} still unreachable: run {handle.name} ({handle.run_id}) is "
+        f"kept in {folder}; deliver it with: pipeline sync {folder}")  # fmt: skip

@@ -102,7 +102,7 @@ def local_folder(location: str | Path) -> Path | None:
 
 def location_of(checkpoint) -> str:
     """A Ray checkpoint's folder as a local path or a URI (its `.path` has no scheme)."""
-    kind = checkpoint.filesystem.type_name
+    kind = checkpoint.filesystem.type_name.removeprefix("py::")  # pipeline.waiting_fs's
     return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
 
 

@@ -313,6 +313,7 @@ def build_trainer(config: TrainConfig, loop_config: dict, storage: str, folder: 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.training.worker import train_loop
+    from pipeline.waiting_fs import ray_storage
 
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker}
@@ -327,7 +328,7 @@ def build_trainer(config: TrainConfig, loop_config: dict, storage: str, folder: 
         ),
         run_config=RunConfig(
             name=folder,
-            storage_path=str(storage),
+            **ray_storage(str(storage)),  # in a bucket: waits out an outage of the store
             failure_config=FailureConfig(max_failures=config.max_failures),
             callbacks=callbacks,
             # Ray Train logs every report at INFO; MLflow and our summary say it better.

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import console
 from pipeline.augment.policy import Augment
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.config import TrainConfig
@@ -229,7 +230,7 @@ class GenerationTask:
         # The overfitting measure's images and noise (`pipeline.training.overfitting`).
         from pipeline.training.overfitting import PROBE_IMAGES, OverfitProbe
 
-        say = print if self.setup.rank == 0 else (lambda line: None)
+        say = console.say if self.setup.rank == 0 else (lambda line: None)
         self.overfit = OverfitProbe(self.dataset_path, self.split, self.device, say)
         noise = torch.Generator().manual_seed(self.config.seed + 1)
         self.z_probe = sample_z(self.config, PROBE_IMAGES, self.device, noise)

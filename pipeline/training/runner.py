@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import to_dict
+from pipeline.console import say
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.completion import CompletionTask
 from pipeline.training.config import TrainConfig
@@ -127,7 +128,7 @@ def run_worker(
 
     # Load the training set: this rank's slice, reshuffled every epoch (a dataset at a URI
     # from this node's copy; the worker that makes it says so).
-    dataset_path = str(local_copy(dataset_path, say=lambda line: print(line, flush=True)))
+    dataset_path = str(local_copy(dataset_path, say=say))
     dataset = ShardDataset(dataset_path, config.data.split)
     label_plan = None
     if config.conditional:
@@ -269,7 +270,7 @@ def _fid_evaluator(config: TrainConfig, dataset_path: str, device, rank: int):
         dataset_path,
         config.fid.split or config.data.split,
         device,
-        say=(lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None),
+        say=say if rank == 0 else (lambda line: None),
     )
 
 
@@ -297,7 +298,7 @@ def _report(
             grid, row_names = task.sample_grid()
             findings = task.diagnose(metrics)
             for finding in findings:  # on the console as it happens; tagged by on_report
-                print(f"warning: {finding.message}", flush=True)
+                say(f"warning: {finding.message}")
             folder = Path(tmp)
             state = {**about, **task.state_dict()}
             ckpt.save(folder / ckpt.FILE, state)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import storage as locations
+from pipeline import waiting_fs
 from pipeline.errors import PipelineError
 from pipeline.training import checkpoint as ckpt
 
@@ -70,7 +71,7 @@ def save_checkpoint(file: Path, run_folder: str, name: str) -> str:
     it (a local file is renamed into place, an object appears whole). Returns the folder."""
     target = locations.join(run_folder, name)
     if locations.is_uri(run_folder):
-        r = locations.remote(target)
+        r = waiting_fs.remote(target)  # a store away for a while delays the run, no more
         locations.upload(file, r, r.at(ckpt.FILE))
         return target
     Path(target).mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,7 @@ def save_checkpoint(file: Path, run_folder: str, name: str) -> str:
 def newest_checkpoint(run_folder: str) -> str | None:
     """The run folder's last complete checkpoint folder, or None."""
     if locations.is_uri(run_folder):
-        r = locations.remote(run_folder)
+        r = waiting_fs.remote(run_folder)
         names = sorted(n for n in locations.children(r, r.path) if n.startswith(PREFIX))
         done = [n for n in names if locations.exists(r, r.at(n, ckpt.FILE))]
         return locations.join(run_folder, done[-1]) if done else None

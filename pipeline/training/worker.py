@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from pipeline.console import say
 from pipeline.training.config import TrainConfig
 
 
@@ -41,7 +42,7 @@ def run_loop(loop_config: dict, context, handle) -> dict:
         # A worker died and was restarted: say so where the user looks.
         tracker.set_tags({"pipeline.restored_from": context.restored})
         restarted = "worker group" if context.world_size > 1 else "worker"
-        print(f"{restarted} restarted: resuming from {context.restored}", flush=True)
+        say(f"{restarted} restarted: resuming from {context.restored}")
 
     def on_report(report: Report) -> None:
         metrics, folder = report.metrics, report.checkpoint_dir

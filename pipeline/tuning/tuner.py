@@ -55,18 +55,28 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
     from pipeline.settings import verbose
     from pipeline.tuning.callbacks import TrialStatus
     from pipeline.tuning.trial import run_trial
+    from pipeline.waiting_fs import ray_storage
 
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(run_trial, plan=plan), trial_resources(plan)
     )
-    path = plan.folder
+    # In a bucket, Tune's state and the trials' checkpoints wait out an outage of the store.
+    where = ray_storage(plan.storage)
+    path = ray_storage(plan.folder)
     if resume:
-        if not ray_tune.Tuner.can_restore(str(path)):
+        if not ray_tune.Tuner.can_restore(
+            path["storage_path"], storage_filesystem=path.get("storage_filesystem")
+        ):
             raise PipelineError(
                 f"sweep {plan.name} in {plan.storage} has no Tune state to continue from (it "
                 "stopped before its first trial); start it again under a new --name"
             )
-        return ray_tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+        return ray_tune.Tuner.restore(
+            path["storage_path"],
+            trainable=trainable,
+            resume_unfinished=True,
+            storage_filesystem=path.get("storage_filesystem"),
+        )
     return ray_tune.Tuner(
         trainable,
         param_space=ray_space(space, plan.search),
@@ -82,7 +92,7 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
         ),
         run_config=ray_tune.RunConfig(
             name=plan.name,
-            storage_path=plan.storage,
+            **where,
             callbacks=[TrialStatus(plan)],
             # PBT: a trial's last segment is its end. Without this, PBT may perturb on the
             # final report too and restart trials that have nothing left to train.

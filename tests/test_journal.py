@@ -289,7 +289,8 @@ def test_tune_resume_delivers_what_the_sweep_kept(server):
     assert journal.all_undelivered() == []
 
 
-SWEEP = ["--set", "batch_size=32", "--set", "model.arch=dcgan", "--set", "fid.every=0"]
+SWEEP = ["--set", "batch_size=32", "--set", "fid.samples=96", "--set", "fid.dims=64",
+         "--set", "fid.every=1", "--set", "model.arch=dcgan"]  # fmt: skip
 
 
 def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path, cli, monkeypatch):
@@ -301,7 +302,7 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
     from tests.train_fixtures import anime_dataset
 
     require_shared("anime-mlds2018")
-    data, epochs = anime_dataset(tmp_path / "data"), 3
+    data, epochs = anime_dataset(tmp_path / "data"), 5
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PIPELINE_TRACKING_WAIT_S": "3"}
     command = [sys.executable, "-m", "stages.cli", "tune", "acgan", "--data", str(data),
                "--samples", "2", "--max-epochs", str(epochs), "--workers-per-trial", "1",
@@ -311,6 +312,7 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
     mlflow = client(server.uri)
 
     def an_epoch_landed() -> bool:
+        assert sweep.poll() is None, sweep.communicate()[0][-3000:]
         try:
             runs = children(mlflow, parent_run(mlflow, "away").info.run_id)
         except Exception:  # noqa: BLE001 - the store or the parent is not there yet
@@ -321,7 +323,7 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
         wait_for(an_epoch_landed, "a trial's first epoch in MLflow", timeout=300)
         server.stop()
         root = journal.journals_root()
-        wait_for(lambda: sum(journalled(f, "loss_d") for f in root.iterdir()) >= 3,
+        wait_for(lambda: sum(journalled(f, "loss_d") for f in root.iterdir()) >= 4,
                  "more reports while away", timeout=300)  # fmt: skip
         sweep.send_signal(signal.SIGINT)  # Ctrl-C while the server is away
         output, _ = sweep.communicate(timeout=180)
@@ -345,7 +347,7 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
     for run in runs:
         assert run.info.status == "FINISHED"
         epochs_logged = [m.value for m in mlflow.get_metric_history(run.info.run_id, "epoch")]
-        assert sorted(epochs_logged) == [1, 2, 3], (run.info.run_name, epochs_logged)
+        assert sorted(epochs_logged) == [1, 2, 3, 4, 5], (run.info.run_name, epochs_logged)
         steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "loss_d")]
         assert len(steps) == len(set(steps)) == epochs
     assert not journal.all_undelivered()

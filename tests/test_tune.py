@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError
+from pipeline.errors import PipelineError
 from pipeline.tuning.space import load_space
 from tests.conftest import require_shared
 from tests.shard_checks import assert_one_line_error
@@ -221,3 +222,33 @@ def test_tune_and_ui_help_stay_light(cli):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_run_is_recorded_beside_the_sweep_and_checked_when_read(tmp_path):
+    """The driver ends a trial's MLflow run from `<sweep>/trials/<trial id>.json` (no server
+    needed while MLflow is away); what is in a sweep folder others can write is checked."""
+    import json
+
+    from pipeline.tracking import RunHandle
+    from pipeline.tuning.plan import SweepPlan
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = SweepPlan(
+        name="lam", family="acgan", dataset_path="d", dataset_name="d", uri=uri,
+        experiment="sweeps/acgan", storage=str(tmp_path / "sweeps"), space_file="s", space={},
+        base={}, scheduler="asha", search="random", samples=2, max_epochs=2, metric="fid",
+        requested_metric="fid", mode="min", workers_per_trial=1, concurrent=1, trials=2,
+    )  # fmt: skip
+    handle = RunHandle(uri, "0123456789abcdef0123456789abcdef", "1", "lam-a1b2c_00000")
+    plan.record_trial_run("a1b2c_00000", handle)
+    assert plan.trial_run("a1b2c_00000") == handle
+    recorded = tmp_path / "sweeps" / "lam" / "trials" / "a1b2c_00000.json"
+    recorded.write_text(json.dumps({**handle.to_dict(), "uri": "http://elsewhere:5000"}))
+    with pytest.raises(PipelineError, match=r"is not a run of sweep lam in sqlite:") as raised:
+        plan.trial_run("a1b2c_00000")
+    assert "\n" not in str(raised.value)
+    recorded.write_text("{not json")
+    with pytest.raises(PipelineError, match="is not valid JSON"):
+        plan.trial_run("a1b2c_00000")
+    with pytest.raises(PipelineError, match="is not a Tune trial id"):
+        plan.trial_run("../../etc/passwd")

@@ -33,7 +33,7 @@ from pipeline.tracking.store import (
     prepare_store,
     tracking_uri,
 )
-from pipeline.tracking.tracker import STATUSES, Tracker, deliver_all
+from pipeline.tracking.tracker import STATUSES, Tracker, deliver_all, last_status
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -48,6 +48,7 @@ __all__ = [
     "download_artifact",
     "experiment_id",
     "find_run",
+    "last_status",
     "find_run_by_tags",
     "find_trial_run",
     "prepare_store",

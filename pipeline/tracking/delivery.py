@@ -331,7 +331,7 @@ def _send_one(client, path: Path, header: dict, event: Event) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        with _quick_http(header["uri"]):
+        with quick_http(header["uri"]):
             send(client, path.parent, header, event)
     except (MlflowException, requests.RequestException, OSError) as error:
         if transient(error):
@@ -370,7 +370,7 @@ def _run_gone(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _quick_http(uri: str) -> Iterator[None]:
+def quick_http(uri: str) -> Iterator[None]:
     """Within the block, MLflow's HTTP calls fail fast (our own retries follow) unless the
     user chose their own settings. Process-wide while it lasts: MLflow reads these per call."""
     if uri_scheme(uri) not in ("http", "https"):

@@ -65,6 +65,7 @@ class Outbox:
 _outboxes: dict[tuple[str, str], Outbox] = {}
 _outboxes_lock = threading.Lock()
 _gave_up: set[str] = set()  # the servers this process already waited its time for
+_ended: dict[str, str] = {}  # run id -> the status this process ended it with
 
 
 def outbox(handle: RunHandle) -> Outbox:
@@ -191,6 +192,7 @@ class Tracker:
         if self.handle is None:
             return
         self._append("status", status=status, end_time=int(time.time() * 1000))
+        _ended[self.handle.run_id] = status
         box = outbox(self.handle)
         _flush(self.handle, box.journal.folder)
 
@@ -205,6 +207,23 @@ class Tracker:
     def _append(self, kind: str, **fields: Any) -> None:
         if self.handle is not None:
             outbox(self.handle).append(kind, **fields)
+
+
+def last_status(handle: RunHandle) -> str:
+    """A run's status as this process last set it (delivered or still in its journal), else
+    the server's; RUNNING when the server is away and this process never ended the run (a
+    sweep's summary must not wait minutes on MLflow's own retries for it)."""
+    if handle.run_id in _ended:
+        return _ended[handle.run_id]
+    from pipeline.tracking.runs import run_status
+
+    try:
+        with delivery.quick_http(handle.uri):
+            return run_status(handle.uri, handle.run_id)
+    except Exception as error:  # noqa: BLE001 - MLflow's errors for an absent server vary
+        if delivery.transient(error):
+            return "RUNNING"
+        raise
 
 
 def _flush(handle: RunHandle, folder: Path) -> None:

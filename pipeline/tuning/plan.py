@@ -113,12 +113,79 @@ class SweepPlan:
         return replace(config, run_name=f"{self.name}-{trial_id}")
 
     def trial_run(self, trial_id: str):
-        """The trial's MLflow child run under this sweep's parent run, or None."""
+        """The trial's MLflow child run, or None: as the trial recorded it beside the sweep's
+        state (`record_trial_run`), so the driver can end a trial's run while MLflow is away;
+        else (a sweep from before that record) searched for in MLflow under the parent."""
         from pipeline import tracking
 
+        recorded = _read_json(self.folder, _trial_file(trial_id))
+        if recorded is not None:
+            return self._checked_run(recorded, trial_id)
         return tracking.find_trial_run(
             self.uri, self.experiment, self.name, self.parent_run_id, trial_id
         )
+
+    def record_trial_run(self, trial_id: str, handle) -> None:
+        """Keep the trial's run (its RunHandle fields) in `<sweep>/trials/<trial_id>.json`."""
+        _write_json(self.folder, _trial_file(trial_id), handle.to_dict())
+
+    def _checked_run(self, recorded: dict, trial_id: str):
+        """A recorded trial run, refused unless it is a run of this sweep's store (the sweep
+        folder may be shared: what is in it is not trusted)."""
+        from pipeline import tracking
+
+        fields = {"uri", "run_id", "experiment_id", "name"}
+        if (
+            set(recorded) != fields
+            or not all(isinstance(v, str) for v in recorded.values())
+            or recorded["uri"] != self.uri
+            or not re.fullmatch(r"[0-9a-f]{32}", recorded["run_id"])
+        ):
+            raise PipelineError(
+                f"{self.folder}/{_trial_file(trial_id)} is not a run of sweep {self.name} "
+                f"in {self.uri}; remove it to find the trial's run in MLflow instead"
+            )
+        return tracking.RunHandle(**recorded)
+
+
+def _trial_file(trial_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", trial_id):
+        raise PipelineError(f"{trial_id!r} is not a Tune trial id")
+    return f"trials/{trial_id}.json"
+
+
+def _read_json(folder: str, name: str) -> dict | None:
+    """The JSON object `name` in a sweep's folder (local or in a bucket), or None."""
+    from pipeline import storage
+
+    if storage.is_uri(folder):
+        r = storage.remote(folder)
+        return storage.read_json(r, r.at(name))
+    file = Path(folder, name)
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PipelineError(f"{file} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{file} holds no JSON object")
+    return data
+
+
+def _write_json(folder: str, name: str, data: dict) -> None:
+    """`name` in a sweep's folder, written whole (renamed into place; one PUT in a bucket)."""
+    from pipeline import storage
+
+    if storage.is_uri(folder):
+        r = storage.remote(folder)
+        storage.write_json(r, r.at(name), data)
+        return
+    file = Path(folder, name)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, file)
 
 
 def describe(params: dict) -> str:
@@ -306,30 +373,12 @@ def load_plan(name: str | None) -> SweepPlan:
 
 def plan_at(folder: str) -> dict | None:
     """The saved plan (sweep.json) of the sweep at `folder`, or None."""
-    from pipeline import storage
-
-    if storage.is_uri(folder):
-        r = storage.remote(folder)
-        return storage.read_json(r, r.at(PLAN_FILE))
-    file = Path(folder) / PLAN_FILE
-    return json.loads(file.read_text()) if file.is_file() else None
+    return _read_json(folder, PLAN_FILE)
 
 
 def write_plan(plan: SweepPlan) -> None:
-    """sweep.json in the sweep's folder, written whole (renamed into place; one PUT in a
-    bucket)."""
-    from pipeline import storage
-
-    if storage.is_uri(plan.folder):
-        r = storage.remote(plan.folder)
-        storage.write_json(r, r.at(PLAN_FILE), plan.to_dict())
-        return
-    folder = Path(plan.folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / PLAN_FILE
-    tmp = file.with_name(f".{file.name}.tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=2))
-    os.replace(tmp, file)
+    """sweep.json in the sweep's folder, written whole."""
+    _write_json(plan.folder, PLAN_FILE, plan.to_dict())
 
 
 def is_grid(param, search: str) -> bool:

@@ -137,7 +137,7 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
             pick = min if plan.mode == "min" else max
             best = pick(curve, key=lambda point: point[1])
         if handle is not None:
-            status = tracking.run_status(plan.uri, handle.run_id)
+            status = tracking.last_status(handle)
         else:  # never got as far as its MLflow run
             status = "FAILED" if result.error else "PENDING"
         rows.append(
@@ -164,7 +164,7 @@ def finish_interrupted(plan: SweepPlan, rows: list[TrialRow]) -> None:
 
     for row in rows:
         if row.status == "RUNNING" and row.run_id:
-            tracking.Tracker(tracking.find_run(plan.uri, row.run_id)).finish("KILLED")
+            tracking.Tracker(plan.trial_run(row.trial_id)).finish("KILLED")
             row.status = "KILLED"
 
 
@@ -189,7 +189,7 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
     for row in rows:  # each trial's best checkpoint, in its own child run
         folder = ckpt.local_folder(row.checkpoint) if row.run_id and row.checkpoint else None
         if folder is not None:
-            child = tracking.Tracker(tracking.find_run(plan.uri, row.run_id))
+            child = tracking.Tracker(plan.trial_run(row.trial_id))
             child.log_artifact(folder / ckpt.FILE, "best")
             child.set_tags({"pipeline.best_epoch": row.best_epoch})
     if best is not None:
@@ -199,9 +199,7 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
         })  # fmt: skip
         tracker.log_metrics({f"best_{plan.metric}": best.best}, step=0)
         if best.run_id:
-            tracking.Tracker(tracking.find_run(plan.uri, best.run_id)).set_tags(
-                {"pipeline.best": "true"}
-            )
+            tracking.Tracker(plan.trial_run(best.trial_id)).set_tags({"pipeline.best": "true"})
     return SweepResult(
         name=plan.name,
         parent_run_id=parent.run_id,

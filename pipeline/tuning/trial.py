@@ -93,6 +93,7 @@ def child_run(plan: SweepPlan, trial_id: str, config, params: dict):
         parent_run_id=plan.parent_run_id,
     )
     tracking.Tracker(handle).log_dict(to_dict(config), "config.yaml")
+    plan.record_trial_run(trial_id, handle)  # the driver ends this run without asking MLflow
     return handle, False
 
 

@@ -49,6 +49,7 @@ def main() -> None:
 
     with workdir() as folder, S3Server(folder / "s3") as s3:
         runs = f"s3://{BUCKET}/runs"
+        os.environ.update(s3.env)  # this process lists the bucket at the end
         env = {**os.environ, **s3.env, "PIPELINE_RUNS": runs, "COLUMNS": "200",
                "PIPELINE_DATA": str(folder / "data"), "PIPELINE_CACHE": str(folder / "cache"),
                "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}  # fmt: skip

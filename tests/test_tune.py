@@ -238,6 +238,7 @@ def test_a_trial_run_is_recorded_beside_the_sweep_and_checked_when_read(tmp_path
         experiment="sweeps/acgan", storage=str(tmp_path / "sweeps"), space_file="s", space={},
         base={}, scheduler="asha", search="random", samples=2, max_epochs=2, metric="fid",
         requested_metric="fid", mode="min", workers_per_trial=1, concurrent=1, trials=2,
+        parent={"uri": uri, "run_id": "f" * 32, "experiment_id": "1", "name": "lam"},
     )  # fmt: skip
     handle = RunHandle(uri, "0123456789abcdef0123456789abcdef", "1", "lam-a1b2c_00000")
     plan.record_trial_run("a1b2c_00000", handle)
@@ -247,6 +248,12 @@ def test_a_trial_run_is_recorded_beside_the_sweep_and_checked_when_read(tmp_path
     with pytest.raises(PipelineError, match=r"is not a run of sweep lam in sqlite:") as raised:
         plan.trial_run("a1b2c_00000")
     assert "\n" not in str(raised.value)
+    recorded.write_text(json.dumps({**handle.to_dict(), "name": "other-run"}))  # not this trial
+    with pytest.raises(PipelineError, match=r"is not a run of sweep lam"):
+        plan.trial_run("a1b2c_00000")
+    recorded.write_text("[1, 2]")
+    with pytest.raises(PipelineError, match="holds no JSON object"):
+        plan.trial_run("a1b2c_00000")
     recorded.write_text("{not json")
     with pytest.raises(PipelineError, match="is not valid JSON"):
         plan.trial_run("a1b2c_00000")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.console import say
+from pipeline.errors import PipelineError
 from pipeline.tracking import delivery, journal
 from pipeline.tracking.journal import Journal
 from pipeline.tracking.runs import (
@@ -209,10 +210,11 @@ class Tracker:
             outbox(self.handle).append(kind, **fields)
 
 
-def last_status(handle: RunHandle) -> str:
+def last_status(handle: RunHandle) -> str | None:
     """A run's status as this process last set it (delivered or still in its journal), else
-    the server's; RUNNING when the server is away and this process never ended the run (a
-    sweep's summary must not wait minutes on MLflow's own retries for it)."""
+    the server's; None when the server is away and this process never ended the run (a
+    sweep's summary must not wait minutes on MLflow's own retries for it). A run the server
+    does not have is an error."""
     if handle.run_id in _ended:
         return _ended[handle.run_id]
     from pipeline.tracking.runs import run_status
@@ -220,9 +222,9 @@ def last_status(handle: RunHandle) -> str:
     try:
         with delivery.quick_http(handle.uri):
             return run_status(handle.uri, handle.run_id)
-    except Exception as error:  # noqa: BLE001 - MLflow's errors for an absent server vary
-        if delivery.transient(error):
-            return "RUNNING"
+    except PipelineError as error:  # the MLflow error is its cause; none: no such run
+        if error.__cause__ is not None and delivery.transient(error.__cause__):
+            return None
         raise
 
 

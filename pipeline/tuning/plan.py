@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -117,21 +118,28 @@ class SweepPlan:
         state (`record_trial_run`), so the driver can end a trial's run while MLflow is away;
         else (a sweep from before that record) searched for in MLflow under the parent."""
         from pipeline import tracking
+        from pipeline.tracking.delivery import quick_http, transient
 
         recorded = _read_json(self.folder, _trial_file(trial_id))
         if recorded is not None:
             return self._checked_run(recorded, trial_id)
-        return tracking.find_trial_run(
-            self.uri, self.experiment, self.name, self.parent_run_id, trial_id
-        )
+        try:
+            with quick_http(self.uri):
+                return tracking.find_trial_run(
+                    self.uri, self.experiment, self.name, self.parent_run_id, trial_id
+                )
+        except PipelineError as error:  # the server away: as good as no run yet
+            if error.__cause__ is not None and transient(error.__cause__):
+                return None
+            raise
 
     def record_trial_run(self, trial_id: str, handle) -> None:
         """Keep the trial's run (its RunHandle fields) in `<sweep>/trials/<trial_id>.json`."""
         _write_json(self.folder, _trial_file(trial_id), handle.to_dict())
 
     def _checked_run(self, recorded: dict, trial_id: str):
-        """A recorded trial run, refused unless it is a run of this sweep's store (the sweep
-        folder may be shared: what is in it is not trusted)."""
+        """A recorded trial run, refused unless it is this trial's run in this sweep's store
+        and experiment (the sweep folder may be shared: what is in it is not trusted)."""
         from pipeline import tracking
 
         fields = {"uri", "run_id", "experiment_id", "name"}
@@ -139,6 +147,8 @@ class SweepPlan:
             set(recorded) != fields
             or not all(isinstance(v, str) for v in recorded.values())
             or recorded["uri"] != self.uri
+            or recorded["name"] != f"{self.name}-{trial_id}"
+            or recorded["experiment_id"] != self.parent.get("experiment_id")
             or not re.fullmatch(r"[0-9a-f]{32}", recorded["run_id"])
         ):
             raise PipelineError(
@@ -160,16 +170,17 @@ def _read_json(folder: str, name: str) -> dict | None:
 
     if storage.is_uri(folder):
         r = storage.remote(folder)
-        return storage.read_json(r, r.at(name))
-    file = Path(folder, name)
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PipelineError(f"{file} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{file} holds no JSON object")
+        data, where = storage.read_json(r, r.at(name)), f"{folder}/{name}"
+    else:
+        file = Path(folder, name)
+        if not file.is_file():
+            return None
+        try:
+            data, where = json.loads(file.read_text()), str(file)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PipelineError(f"{file} is not valid JSON") from None
+    if data is not None and not isinstance(data, dict):
+        raise PipelineError(f"{where} holds no JSON object")
     return data
 
 
@@ -183,9 +194,16 @@ def _write_json(folder: str, name: str, data: dict) -> None:
         return
     file = Path(folder, name)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, file)
+    # A fresh working name (mkstemp: never an existing file or a link someone left there).
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    try:
+        os.fchmod(fd, 0o644)  # readable as sweep.json always was
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(data, indent=2))
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def describe(params: dict) -> str:

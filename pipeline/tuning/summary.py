@@ -137,7 +137,8 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
             pick = min if plan.mode == "min" else max
             best = pick(curve, key=lambda point: point[1])
         if handle is not None:
-            status = tracking.last_status(handle)
+            # The server away: how the trial ended, as Tune saw it.
+            status = tracking.last_status(handle) or _tune_status(result, metrics, plan)
         else:  # never got as far as its MLflow run
             status = "FAILED" if result.error else "PENDING"
         rows.append(
@@ -156,6 +157,12 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
             )
         )
     return rows
+
+
+def _tune_status(result, metrics: dict, plan: SweepPlan) -> str:
+    if result.error:
+        return "FAILED"
+    return "FINISHED" if int(metrics.get("epoch", 0) or 0) >= plan.max_epochs else "RUNNING"
 
 
 def finish_interrupted(plan: SweepPlan, rows: list[TrialRow]) -> None:

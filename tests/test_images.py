@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -272,22 +273,33 @@ def test_empty_folder(cli, tmp_path):
     assert not out.exists()
 
 
+# A DDS file (named .jpg) whose header names a pixel format Pillow does not implement: its
+# decoder raises NotImplementedError, not an OSError (issue 22: it ended the ingest).
+DDS_UNKNOWN_FORMAT = (
+    b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + bytes(44)
+    + struct.pack("<2I", 32, 4) + b"ATI9" + bytes(20) + struct.pack("<5I", 0x1000, 0, 0, 0, 0)
+    + bytes(64)
+)  # fmt: skip
+
+
 def test_corrupt_images_are_skipped_and_listed(cli, anime_root, tmp_path):
     root = tmp_path / "mixed"
     good = copy_images(anime_root, root, [f"{i}.jpg" for i in range(6)])
     (root / "notes.JPG").write_text("this is text, not a picture")
     data = good[0].read_bytes()
     (root / "half.jpeg").write_bytes(data[: len(data) // 2])
+    (root / "odd.jpg").write_bytes(DDS_UNKNOWN_FORMAT)  # Pillow: NotImplementedError
     out = tmp_path / "out"
     result = cli(
-        "ingest", "images", "--root", root, "--out", out, "--workers", "1", "--max-bad", "2"
+        "ingest", "images", "--root", root, "--out", out, "--workers", "1", "--max-bad", "3"
     )
     assert result.exit_code == 0, result.output
     manifest = manifest_of(out)
     assert manifest["splits"]["train"]["rows"] == 6
     skipped = {r["key"]: r["reason"] for r in manifest["skipped"]["records"]}
-    assert set(skipped) == {"notes.JPG", "half.jpeg"}
+    assert set(skipped) == {"notes.JPG", "half.jpeg", "odd.jpg"}
     assert "not an image" in skipped["notes.JPG"]
+    assert "NotImplementedError" in skipped["odd.jpg"]
     assert "half.jpeg" in result.stdout
 
     out = tmp_path / "strict"

@@ -35,7 +35,7 @@ from pipeline.data import shards
 from pipeline.data.output import STATE, claim_output, claim_remote, publish, remove_dataset
 from pipeline.data.sources.base import Plan, Source, fingerprint
 from pipeline.data.transforms import BadRecord, encode, prepare
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 CHUNK_RECORDS = 64
 TARGET_SHARD_BYTES = 128 * 2**20
@@ -335,6 +335,15 @@ def _process_chunk(chunk: tuple[str, int, int, int]) -> dict:
         except BadRecord as exc:
             key = record.key if record is not None else exc.key
             skipped.append({"split": split, "key": key, "reason": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd record must not end the ingest
+            # A decoder's own error (Pillow's NotImplementedError for a DDS pixel format, a
+            # zip's RuntimeError for an encrypted member) is that record's reason to be
+            # skipped, counted against --max-bad like any other: a bug in a source shows up
+            # as every record skipped with the same reason.
+            key = record.key if record is not None else f"{split}[{index}]"
+            reason = f"unreadable ({type(exc).__name__}: {one_line(exc)})"
+            skipped.append({"split": split, "key": key, "reason": reason})
             continue
         keys.append(record.key)
         images.append(encode(pixels, encoding, quality))

@@ -64,3 +64,13 @@ def test_overrides_do_not_touch_the_input():
     base = {"train": {"lr_g": 1}}
     apply_overrides(base, ["train.lr_g=2"])
     assert base == {"train": {"lr_g": 1}}
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/cron.d/x", "a/b", ".hidden", ""])
+def test_a_run_name_is_a_plain_folder_name(name):
+    """--set run_name names the run's folder under the runs location: never a path."""
+    from pipeline.training.config import load_train_config
+
+    with pytest.raises(ConfigError, match=r"is not a run name"):
+        load_train_config("dcgan", overrides=[f"run_name={name}"])
+    assert load_train_config("dcgan", overrides=["run_name=lam-0.5_v2"]).run_name == "lam-0.5_v2"

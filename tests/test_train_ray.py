@@ -328,6 +328,8 @@ def test_bad_inputs_fail_before_anything_starts(cli, datasets, store):
     assert_one_line_error(result, "no MLflow run")
     result = cli("train", "dcgan", "--data", "no-such-dataset")
     assert_one_line_error(result, "does not exist")
+    result = cli("train", "dcgan", "--data", mnist_like, "--set", "run_name=../escaped")
+    assert_one_line_error(result, "run_name", "is not a run name")
     assert store.search_runs([e.experiment_id for e in store.search_experiments()]) == []
 
 

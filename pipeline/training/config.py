@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -132,6 +133,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 FAMILIES = tuple(PRESETS)
+RUN_NAME = r"[A-Za-z0-9][\w.-]{0,199}"  # a run's name is its Ray run folder's name
 
 
 def load_train_config(
@@ -167,6 +169,11 @@ def load_train_config(
 def check(config: TrainConfig) -> None:
     """What the dataclass types cannot say: ranges and combinations (the model's own checks
     run once the dataset's image size is known, in the driver)."""
+    if config.run_name is not None and not re.fullmatch(RUN_NAME, config.run_name):
+        raise ConfigError(
+            f"run_name={config.run_name!r} is not a run name (it names the run's folder): "
+            "letters, digits, '-', '_' and '.', starting with a letter or digit"
+        )
     if config.epochs < 1:
         raise ConfigError(f"epochs={config.epochs} must be at least 1")
     if config.workers < 1:

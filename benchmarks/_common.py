@@ -215,3 +215,30 @@ class MlflowServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)  # the server and its workers
             self.process.wait(30)
+
+
+# The outage benchmarks' run: a small DCGAN on the real anime sample at 32 px.
+TINY_DCGAN = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+
+
+def anime_32(data: Path, env: dict) -> Path:
+    """The real anime sample ingested at 32 px as `data`/anime-32 (`pipeline ingest images`)."""
+    anime = SHARED / "anime-mlds2018" / "extra_data"
+    if not anime.is_dir():
+        raise SystemExit(f"error: the anime sample is missing at {anime} (../shared/datasets)")
+    out = data / "anime-32"
+    subprocess.run([sys.executable, "-m", "stages.cli", "ingest", "images", "--root",
+                    str(anime), "--labels", str(anime / "tags.csv"), "--size", "32",
+                    "--out", str(out)], env=env, check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return out
+
+
+def start_training(data: Path, epochs: int, workers: int, env: dict) -> subprocess.Popen:
+    """`pipeline train dcgan` (TINY_DCGAN, batch 32) in its own session, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", str(data),
+         "--epochs", str(epochs), "--workers", str(workers), "--batch-size", "32",
+         *TINY_DCGAN], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip

@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 
-from _common import REPO, SHARED, print_machine, workdir
-
-SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+from _common import REPO, anime_32, print_machine, start_training, workdir
 
 
 def main() -> None:
@@ -37,9 +34,6 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=40.0, help="seconds the store is away")
     parser.add_argument("--wait", default=None, help="PIPELINE_STORAGE_WAIT_S for the run")
     args = parser.parse_args()
-    anime = SHARED / "anime-mlds2018" / "extra_data"
-    if not anime.is_dir():
-        raise SystemExit(f"error: the anime sample is missing at {anime} (../shared/datasets)")
     print_machine()
     sys.path.insert(0, str(REPO))
     from mlflow import MlflowClient
@@ -55,18 +49,9 @@ def main() -> None:
                "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}  # fmt: skip
         if args.wait is not None:
             env["PIPELINE_STORAGE_WAIT_S"] = args.wait
-        data = folder / "data" / "anime-32"
-        subprocess.run([sys.executable, "-m", "stages.cli", "ingest", "images", "--root",
-                        str(anime), "--labels", str(anime / "tags.csv"), "--size", "32",
-                        "--out", str(data)], env=env, check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
+        data = anime_32(folder / "data", env)
         started = time.monotonic()
-        train = subprocess.Popen(
-            [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", str(data),
-             "--epochs", str(args.epochs), "--workers", str(args.workers), "--batch-size", "32",
-             *SMALL], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
+        train = start_training(data, args.epochs, args.workers, env)
         client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         try:
             run = None

@@ -17,13 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
 import time
 
-from _common import REPO, SHARED, MlflowServer, print_machine, workdir
-
-SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
+from _common import MlflowServer, anime_32, print_machine, start_training, workdir
 
 
 def main() -> None:
@@ -32,30 +28,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--outage", type=float, default=40.0, help="seconds the server is away")
     args = parser.parse_args()
-    anime = SHARED / "anime-mlds2018" / "extra_data"
-    if not anime.is_dir():
-        raise SystemExit(f"error: the anime sample is missing at {anime} (../shared/datasets)")
     print_machine()
     from mlflow import MlflowClient
 
     with workdir() as folder:
-        data = folder / "data" / "anime-32"
         env = {**os.environ, "PIPELINE_RUNS": str(folder / "runs"), "COLUMNS": "200",
                "PIPELINE_DATA": str(folder / "data")}  # fmt: skip
-        subprocess.run([sys.executable, "-m", "stages.cli", "ingest", "images", "--root",
-                        str(anime), "--labels", str(anime / "tags.csv"), "--size", "32",
-                        "--out", str(data)], env=env, check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
+        data = anime_32(folder / "data", env)
         server = MlflowServer(folder)
         server.start()
         env["MLFLOW_TRACKING_URI"] = server.uri
         started = time.monotonic()
-        train = subprocess.Popen(
-            [sys.executable, "-m", "stages.cli", "train", "dcgan", "--data", str(data),
-             "--epochs", str(args.epochs), "--workers", str(args.workers), "--batch-size", "32",
-             *SMALL], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
+        train = start_training(data, args.epochs, args.workers, env)
         try:
             client, run_id = MlflowClient(server.uri), None
             while run_id is None or not client.get_metric_history(run_id, "loss_d"):

@@ -4,6 +4,10 @@ from them, and a CLI runner that shows stderr separately."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,3 +91,15 @@ def cli():
         )
 
     return invoke
+
+
+@contextmanager
+def killed_at_exit(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A command started with `start_new_session=True`: whatever is left of it when the block
+    ends (a failed assertion, a timeout), its Ray workers included, is killed by its group."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -17,6 +17,7 @@ import pytest
 from pipeline import tracking
 from pipeline.doctor import check_journals
 from pipeline.tracking import Tracker, journal
+from tests.conftest import killed_at_exit
 from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.slow  # each test starts an mlflow server (seconds) at least twice
@@ -241,7 +242,7 @@ def test_a_training_run_through_an_outage_ends_whole(server, tmp_path, workers):
     ]
     train = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)  # fmt: skip
-    try:
+    with killed_at_exit(train):
         root = journal.journals_root()
         wait_for(lambda: root.is_dir() and any(root.iterdir()), "a journal", timeout=300)
         folder = next(root.iterdir())
@@ -251,10 +252,6 @@ def test_a_training_run_through_an_outage_ends_whole(server, tmp_path, workers):
         wait_for(lambda: journalled(folder, "loss_d") >= 4, "3 reports while away", timeout=300)
         server.start()
         output, _ = train.communicate(timeout=600)
-    finally:
-        if train.poll() is None:
-            os.killpg(train.pid, signal.SIGKILL)
-            train.wait()
     assert train.returncode == 0, output[-3000:]
     assert "unreachable: keeping the record in" in output, output[-3000:]
     steps = [step for step, _ in history(server.uri, run_id, "loss_d")]
@@ -319,7 +316,7 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
             return False
         return any(mlflow.get_metric_history(r.info.run_id, "epoch") for r in runs)
 
-    try:
+    with killed_at_exit(sweep):
         wait_for(an_epoch_landed, "a trial's first epoch in MLflow", timeout=300)
         server.stop()
         root = journal.journals_root()
@@ -327,10 +324,6 @@ def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path,
                  "more reports while away", timeout=300)  # fmt: skip
         sweep.send_signal(signal.SIGINT)  # Ctrl-C while the server is away
         output, _ = sweep.communicate(timeout=180)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait()
     assert sweep.returncode == 1, output[-3000:]
     assert "unreachable: keeping the record in" in output, output[-3000:]
     assert "pipeline sync" in output, output[-3000:]

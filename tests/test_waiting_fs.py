@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.waiting_fs import Patience, is_transient, ray_storage, remote, wait_s, waiting
+from tests.conftest import killed_at_exit
 from tests.s3_server import BUCKET, S3Server
 
 
@@ -178,7 +179,6 @@ def test_a_ray_train_run_outlasts_its_bucket_away_for_40_s(store, tmp_path):
     waiting filesystem, Ray Train's controller failed to write its checkpoint bookkeeping
     and the run ended FAILED at epoch 3 (FailureConfig does not restart a controller error)."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -198,17 +198,13 @@ def test_a_ray_train_run_outlasts_its_bucket_away_for_40_s(store, tmp_path):
         start_new_session=True,
     )  # fmt: skip
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    try:
+    with killed_at_exit(train):
         deadline = time.monotonic() + 300
         while not (run := first_run_with(client, "loss_d")) and train.poll() is None:
             assert time.monotonic() < deadline, "no epoch landed in 300 s"
             time.sleep(0.5)
         back_after(store, 40).join()
         output, _ = train.communicate(timeout=600)
-    finally:
-        if train.poll() is None:
-            os.killpg(train.pid, signal.SIGKILL)
-            train.wait()
     assert train.returncode == 0, output[-3000:]
     assert f"storage s3://{BUCKET} at {store.endpoint} unreachable" in output, output[-3000:]
     assert f"storage s3://{BUCKET} at {store.endpoint} is back after" in output

@@ -139,6 +139,72 @@ class _SpooledUpload:
                 stream.write(block)
 
 
+class _ResumingRead:
+    """An input file that, when the store drops it half-way, opens the object again and goes on
+    from the byte it had reached (a checkpoint read while the store restarts; a first read on a
+    pooled connection to a server that has just come back)."""
+
+    def __init__(self, inner: pafs.FileSystem, path: str, patience: Patience, open_first):
+        self.inner, self.path, self.patience = inner, path, patience
+        self.file = patience.call(f"reading {path}", open_first, path)
+        self.offset = 0
+        self.closed = False
+
+    def _file(self):
+        if self.file is None:  # dropped: random access, to start where the last read ended
+            self.file = self.inner.open_input_file(self.path)
+            self.file.seek(self.offset)
+        return self.file
+
+    def _attempt(self, fn):
+        try:
+            return fn(self._file())
+        except OSError:
+            if self.file is not None:
+                self.file.close()
+            self.file = None
+            raise
+
+    def read(self, nbytes: int = -1) -> bytes:
+        def read(f):
+            return f.read() if nbytes is None or nbytes < 0 else f.read(nbytes)
+
+        data = self.patience.call(f"reading {self.path}", self._attempt, read)
+        self.offset += len(data)
+        return data
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        if whence == 1:
+            position += self.offset
+        elif whence == 2:
+            position += self.size()
+        self.offset = position
+        if self.file is not None and self.file.seekable():
+            self.file.seek(position)
+        elif self.file is not None:  # a stream cannot seek: the next read opens a file
+            self.file.close()
+            self.file = None
+        return position
+
+    def size(self) -> int:
+        info = self.patience.call(f"reading {self.path}", self.inner.get_file_info, self.path)
+        return info.size
+
+    def tell(self) -> int:
+        return self.offset
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed and self.file is not None:
+            self.file.close()
+        self.closed = True
+
+
 class WaitingHandler(pafs.FileSystemHandler):
     """`FileSystemHandler` over another pyarrow filesystem, each call through `Patience`.
     Picklable (Ray sends it to its controller and workers): the inner filesystem pickles, and
@@ -197,10 +263,12 @@ class WaitingHandler(pafs.FileSystemHandler):
         self._call(f"copying {src}", self.inner.copy_file, src, dest)
 
     def open_input_stream(self, path):
-        return self._call(f"reading {path}", self.inner.open_input_stream, path)
+        read = _ResumingRead(self.inner, path, self.patience, self.inner.open_input_stream)
+        return pa.PythonFile(read, mode="r")
 
     def open_input_file(self, path):
-        return self._call(f"reading {path}", self.inner.open_input_file, path)
+        read = _ResumingRead(self.inner, path, self.patience, self.inner.open_input_file)
+        return pa.PythonFile(read, mode="r")
 
     def open_output_stream(self, path, metadata):
         return pa.PythonFile(_SpooledUpload(self.inner, path, metadata, self.patience), mode="w")

@@ -155,11 +155,22 @@ def read_json(r: Remote, path: str) -> dict | None:
     if not exists(r, path):
         return None
     with calling(r.uri), r.fs.open_input_stream(path) as stream:
-        data = stream.read()
+        data = stream.read(MAX_JSON_BYTES + 1)  # bounded: others write to a shared bucket
+    if len(data) > MAX_JSON_BYTES:
+        raise PipelineError(f"{r.uri}/{path} is over {MAX_JSON_BYTES >> 20} MiB: not a manifest")
     try:
-        return json.loads(data)
-    except json.JSONDecodeError as error:
-        raise PipelineError(f"{r.uri}/{path} is not valid JSON ({error.msg})") from None
+        data = json.loads(data)
+    except ValueError as error:  # not JSON, or not UTF-8
+        why = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise PipelineError(f"{r.uri}/{path} is not valid JSON ({why})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{r.uri}/{path} is not a JSON object")
+    return data
+
+
+# Each shard takes about 200 bytes of a manifest: a million shards fit; a file others wrote to
+# fill the reader's memory does not.
+MAX_JSON_BYTES = 256 * 2**20
 
 
 def write_json(r: Remote, path: str, data: dict) -> None:

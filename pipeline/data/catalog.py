@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data import shards
+from pipeline.data.output import read_own_json
 from pipeline.errors import PipelineError
 
 # CelebA attributes worth a caption: the ones a glance at a face can check.
@@ -57,11 +57,11 @@ def scan(root: Path) -> list[Entry]:
                 )
             )
         elif (folder / ".ingest.json").is_file():
-            state = json.loads((folder / ".ingest.json").read_text())
+            state = read_own_json(folder / ".ingest.json")
             entries.append(
                 Entry(
                     folder.name,
-                    state.get("source", "?"),
+                    str(state.get("source", "?")),
                     "",
                     "",
                     "",

@@ -30,18 +30,24 @@ def claim_output(out: Path, key: str, overwrite: bool) -> dict | None:
         return None
     if not out.is_dir():
         raise PipelineError(f"output {out} exists and is not a folder; choose another --out")
-    manifest = None
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            manifest = {}
-    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    manifest = read_own_json(manifest_path) if manifest_path.exists() else None
+    state = read_own_json(state_path) if state_path.exists() else None
     found = _claim(str(out), key, overwrite, manifest, state, any(out.iterdir()))
     if found == "replace":
         remove_dataset(out)
         return None
     return found
+
+
+def read_own_json(path: Path) -> dict:
+    """A manifest or ingest state as far as it can be read: {} when it is not a JSON object
+    (a damaged file is then someone else's dataset, refused without --overwrite, not a
+    traceback)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _claim(where: str, key: str, overwrite: bool, manifest, state, nonempty: bool):

@@ -126,6 +126,7 @@ def read_manifest(root: str | Path) -> dict:
     """The manifest of the dataset at `root` (a folder or a URI); a `PipelineError` when there
     is none or it is bad."""
     from pipeline import storage
+    from pipeline.data.validate import check_manifest
     from pipeline.errors import PipelineError
 
     if storage.is_uri(root):
@@ -146,20 +147,22 @@ def read_manifest(root: str | Path) -> dict:
                     "did not complete? rerun it to resume)"
                 )
             raise PipelineError(f"dataset {root} does not exist (see `pipeline datasets list`)")
+        if path.stat().st_size > storage.MAX_JSON_BYTES:
+            raise PipelineError(f"{path} is over {storage.MAX_JSON_BYTES >> 20} MiB: no manifest")
         try:
             manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PipelineError(
-                f"{path} is not valid JSON ({exc.msg}); re-run the ingest"
-            ) from None
-    if manifest.get("format") != FORMAT:
+        except ValueError as exc:  # not JSON, or not UTF-8
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise PipelineError(f"{path} is not valid JSON ({why}); re-run the ingest") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PipelineError(f"{path} is not a pipeline dataset manifest")
-    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+    version = manifest.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise PipelineError(
-            f"{path} has shard format version {manifest['schema_version']}, newer than this "
-            f"pipeline understands ({SCHEMA_VERSION}); upgrade pipeline"
+            f"{path} has shard format version {version!r}, not one this pipeline understands "
+            f"(up to {SCHEMA_VERSION}); upgrade pipeline"
         )
-    return manifest
+    return check_manifest(manifest, str(path))
 
 
 def dataset_fingerprint(recipe: dict, splits: dict[str, list[ShardInfo]]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline import storage
 from pipeline.data.shards import MANIFEST, read_manifest, sha256_file, write_json_atomic
+from pipeline.data.validate import joined_inside
 from pipeline.errors import PipelineError
 
 
@@ -57,7 +58,7 @@ def local_copy(location: str | os.PathLike, say: Callable[[str], None] | None = 
         with ThreadPoolExecutor(max_workers=max(1, min(COPIES_AT_ONCE, len(missing)))) as pool:
             list(pool.map(copy, missing))  # list: a failed copy raises here
         for relative, _size in storage.listing(r, r.at("stats")):  # cached FID reference statistics
-            target = folder / "stats" / relative
+            target = joined_inside(folder / "stats", relative, f"{r.uri}/stats")
             if not target.is_file():
                 storage.download(r, r.at("stats", relative), target)
         write_json_atomic(folder / ORIGIN, {"uri": r.uri})

@@ -74,3 +74,23 @@ def show(
     if grid is not None:
         written = sample_grid(root, grid, n=n, split=split, seed=seed)
         console.print(f"wrote {written}")
+
+
+@app.command("verify", epilog="Example:\n\n  pipeline datasets verify celeba-64")
+@cli_errors
+def verify(
+    dataset: Annotated[str, typer.Argument(help="Dataset name under the data dir, or its path.")],
+) -> None:
+    """Check every shard in full: readable, the manifest's rows and columns, its sha256.
+    Exits 1 when one is bad (re-run the ingest to repair it)."""
+    from pipeline.console import say
+    from pipeline.data.shard_check import verify as verify_shards
+    from pipeline.data.staging import local_copy
+    from pipeline.errors import PipelineError
+    from pipeline.settings import resolve_dataset
+
+    root = local_copy(resolve_dataset(dataset))
+    bad = verify_shards(root, say)
+    if bad:
+        raise PipelineError(f"{bad} bad shard(s) in {root}; re-run its ingest to repair them")
+    say(f"{root}: every shard matches its manifest")

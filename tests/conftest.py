@@ -63,6 +63,7 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     # and its own MLflow store and Ray Train runs folder: nothing lands in the checkout
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PIPELINE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))  # staged copies, hash markers
     monkeypatch.setenv("COLUMNS", "200")  # Rich wraps less in captured output
     # FID: no user's Inception weights, no download (tests are offline): the stand-in, unless
     # a test serves weights itself.

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,121 @@ def test_a_damaged_ingest_state_is_listed_and_refused_in_one_line(cli, lsun_lmdb
     assert again.exit_code == 1
     assert "holds an unfinished ingest of '?' with other options" in again.stderr
     assert (data / "lsun-bedroom-16" / ".ingest.json").read_bytes() == state  # nothing lost
+
+
+# Shards: checked when opened, so damage is one line naming the shard, never a signal.
+
+
+@pytest.fixture(scope="module")
+def png_dataset(lsun_lmdb, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("untrusted-png") / "bedroom-16-png"
+    ingest(
+        LsunSource("bedroom", lsun_lmdb, size=16),
+        IngestOptions(out=str(out), size=16, workers=1, limit=20, shard_rows=8, encoding="png"),
+    )
+    return out
+
+
+def patched_offset(shard: Path, column: str, row: int, value: int) -> None:
+    """Overwrite one entry of `column`'s offsets buffer in the shard file, in place."""
+    import numpy as np
+    import pyarrow as pa
+
+    batch = pa.ipc.open_file(pa.BufferReader(shard.read_bytes())).get_batch(0)
+    offsets = np.frombuffer(batch.column(column).buffers()[1], np.int32)[: batch.num_rows + 1]
+    blob = bytearray(shard.read_bytes())
+    at = blob.find(offsets.tobytes())
+    assert at > 0 and blob.find(offsets.tobytes(), at + 1) == -1
+    blob[at + 4 * row : at + 4 * row + 4] = np.int32(value).tobytes()
+    shard.write_bytes(bytes(blob))
+
+
+def pipeline_cmd(*args) -> subprocess.CompletedProcess:
+    """The installed command in a process of its own: a crash is a signal here, not a test's."""
+    return subprocess.run(
+        [sys.executable, "-m", "stages.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def damaged(dataset: Path, at: Path, damage) -> Path:
+    shutil.copytree(dataset, at)
+    damage(sorted((at / "train").glob("shard-*.arrow"))[0])
+    return at
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda s: s.write_bytes(s.read_bytes()[: s.stat().st_size // 2]), "is damaged"),
+        (lambda s: patched_offset(s, "image", 3, 2**30), "is damaged"),
+        (lambda s: patched_offset(s, "key", 2, 2**30), "is damaged"),
+        (lambda s: s.write_bytes(b"ARROW1" + bytes(64)), "is damaged"),
+    ],
+    ids=["truncated", "image-offset", "key-offset", "not-arrow"],
+)
+def test_a_damaged_shard_is_one_line_never_a_signal(png_dataset, tmp_path, damage, message):
+    ds = damaged(png_dataset, tmp_path / "ds", damage)
+    shown = pipeline_cmd("datasets", "show", ds, "--grid", tmp_path / "g.png", "--n", "20")
+    assert shown.returncode == 1, (shown.returncode, shown.stderr[-2000:])
+    assert message in shown.stderr and "shard-00000-of-00003.arrow" in shown.stderr
+    assert len(shown.stderr.strip().splitlines()) == 1, shown.stderr
+
+
+def test_overwritten_pixels_are_caught_by_the_hash_and_verify_names_the_shard(
+    cli, dataset, tmp_path
+):
+    def flip(shard: Path) -> None:
+        blob = bytearray(shard.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF  # inside the pixels: the structure stays valid
+        shard.write_bytes(bytes(blob))
+
+    assert cli("datasets", "verify", dataset).exit_code == 0
+    ds = damaged(dataset, tmp_path / "ds", flip)
+    with pytest.raises(PipelineError, match="does not match its sha256"):
+        ShardDataset(ds)
+    checked = cli("datasets", "verify", ds)
+    assert checked.exit_code == 1
+    assert "train: 3 shards, 19 rows: 1 bad" in checked.stdout
+    assert "shard-00000-of-00003.arrow does not match its sha256" in checked.stdout
+    assert "1 bad shard(s)" in checked.stderr
+
+
+def test_a_shard_is_hashed_once_per_file_identity(dataset, tmp_path, monkeypatch):
+    ds = damaged(dataset, tmp_path / "ds", lambda shard: None)
+    ShardDataset(ds)
+    markers = list((Path(os.environ["PIPELINE_CACHE"]) / "verified").rglob("*"))
+    assert len([m for m in markers if m.is_file()]) == 3
+    shard = ds / "train" / "shard-00001-of-00003.arrow"
+    blob = bytearray(shard.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    shard.write_bytes(bytes(blob))  # a new modification time: a new identity, hashed again
+    with pytest.raises(PipelineError, match="shard-00001-of-00003.arrow does not match"):
+        ShardDataset(ds)
+
+
+def test_a_png_row_of_another_size_is_refused_before_decoding(png_dataset, tmp_path):
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    from PIL import Image
+
+    ds = damaged(png_dataset, tmp_path / "ds", lambda shard: None)
+    shard = ds / "train" / "shard-00000-of-00003.arrow"
+    batch = pa.ipc.open_file(pa.memory_map(str(shard))).get_batch(0)
+    big = io.BytesIO()
+    Image.fromarray(np.zeros((4000, 4000), np.uint8)).save(big, format="PNG")
+    images = [big.getvalue(), *batch.column("image").to_pylist()[1:]]
+    columns = [
+        pa.array(images, pa.binary()) if n == "image" else batch.column(n)
+        for n in batch.schema.names
+    ]
+    swapped = pa.record_batch(columns, schema=batch.schema)
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(swapped)
+    data = ShardDataset(ds, verify=False)  # the crafted shard's hash would be in its manifest
+    with pytest.raises(PipelineError, match="holds a 4000x4000 image, not the dataset's 16x16"):
+        data.take([0])

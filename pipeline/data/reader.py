@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data import shards
+from pipeline.data import shard_check, shards
 from pipeline.errors import PipelineError
 from pipeline.settings import resolve_dataset
 
@@ -34,7 +34,9 @@ MISSING = -1  # the value of a null label or attribute in numpy / torch batches
 class ShardDataset:
     """One split of a dataset, memory-mapped. Rows are addressed 0..len-1 across shards."""
 
-    def __init__(self, root: str | Path, split: str = "train", *, verify: bool = False):
+    def __init__(self, root: str | Path, split: str = "train", *, verify: bool = True):
+        """`verify`: check each shard's sha256 once per file identity on this node
+        (`pipeline.data.shard_check`); its structure is checked on every open."""
         from pipeline.data.staging import local_copy
 
         self.root = local_copy(resolve_dataset(root))
@@ -55,19 +57,11 @@ class ShardDataset:
         counts = []
         for shard in splits[split]["shards"]:
             path = self.root / shard["file"]
-            if not path.is_file():
-                raise PipelineError(f"shard {path} is missing; re-run the ingest to restore it")
-            if verify and shards.sha256_file(path) != shard["sha256"]:
-                raise PipelineError(f"shard {path} does not match its sha256 in the manifest")
+            batch = shard_check.open_checked(path, shard, self.manifest)
+            if verify:
+                shard_check.hashed_once(path, shard["sha256"])
             if shard["rows"] == 0:
                 continue
-            reader = pa.ipc.open_file(pa.memory_map(str(path)))
-            if reader.num_record_batches != 1:
-                raise PipelineError(
-                    f"shard {path} has {reader.num_record_batches} record batches, "
-                    "expected 1; re-run the ingest"
-                )
-            batch = reader.get_batch(0)
             counts.append(batch.num_rows)
             self._keys.append(batch.column("key"))
             self._images.append(self._image_view(batch.column("image")))
@@ -133,6 +127,11 @@ class ShardDataset:
         from PIL import Image
 
         image = Image.open(io.BytesIO(self._images[shard][int(index)].as_py()))
+        if image.size != (self.shape[1], self.shape[0]):  # before decoding: never a bomb
+            raise PipelineError(
+                f"{self.root}/{self.split} shard {shard} row {index} holds a {image.size[0]}x"
+                f"{image.size[1]} image, not the dataset's {self.shape[1]}x{self.shape[0]}"
+            )
         pixels = np.asarray(image.convert(self.manifest["image"]["mode"]), dtype=np.uint8)
         return pixels.reshape(self.shape)
 

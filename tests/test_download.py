@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from pipeline.data.download import download, extract_zip
 from pipeline.errors import PipelineError
 from tests.http_fixtures import FileServer
 from tests.sample_data import lsun_lmdb_from_celeba
-from tests.shard_checks import manifest_of
+from tests.shard_checks import assert_one_line_error, manifest_of
 
 
 def test_interrupted_download_resumes_with_range(tmp_path):
@@ -63,6 +65,57 @@ def test_corrupt_zip_is_reported(tmp_path):
         extract_zip(bad, tmp_path / "into")
 
 
+def zip_of(path: Path, members: dict[str, bytes | Path]) -> Path:
+    """A zip at `path` holding `members` (name -> bytes, or a file whose bytes to store)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content.read_bytes() if isinstance(content, Path) else content)
+    return path
+
+
+def lmdb_members(folder: Path, name: str) -> dict[str, Path]:
+    """The members of a release zip: `name/data.mdb` and `name/lock.mdb` from `folder`."""
+    return {f"{name}/{file.name}": file for file in sorted(folder.iterdir())}
+
+
+def test_extract_refuses_a_path_beside_its_working_folder(tmp_path):
+    """`../.extract-x-evil/` shares the working folder's string prefix (`.extract-x`)."""
+    archive = zip_of(tmp_path / "x.zip", {"../.extract-x-evil/pwned": b"boo"})
+    into = tmp_path / "into"
+    with pytest.raises(PipelineError, match="unsafe path"):
+        extract_zip(archive, into)
+    assert list(into.iterdir()) == []
+
+
+def test_extract_never_replaces_what_is_there(tmp_path):
+    archive = zip_of(tmp_path / "x.zip", {"data/new.txt": b"new", "other.txt": b"other"})
+    into = tmp_path / "into"
+    (into / "data").mkdir(parents=True)
+    (into / "data" / "mine.txt").write_text("precious")
+    with pytest.raises(PipelineError, match="already exists"):
+        extract_zip(archive, into)
+    assert sorted(p.name for p in into.iterdir()) == ["data"]  # nothing half-placed
+    assert [p.name for p in (into / "data").iterdir()] == ["mine.txt"]
+    assert (into / "data" / "mine.txt").read_text() == "precious"
+
+
+def test_extract_bounds_declared_sizes_by_the_limit_and_free_disk(tmp_path, monkeypatch):
+    """64 MiB of zeros deflates to some KiB: the sizes the headers declare are what count."""
+    archive = zip_of(tmp_path / "x.zip", {"zeros.bin": bytes(64 * 2**20)})
+    assert archive.stat().st_size < 2**20
+    into = tmp_path / "into"
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
+    with pytest.raises(PipelineError, match="only 1.0 MiB is free"):
+        extract_zip(archive, into)
+    assert list(into.iterdir()) == []
+    monkeypatch.undo()
+    with pytest.raises(PipelineError, match="more than the 1048576 expected"):
+        extract_zip(archive, into, max_bytes=2**20)
+    assert list(into.iterdir()) == []
+    assert [p.name for p in extract_zip(archive, into)] == ["zeros.bin"]
+
+
 def test_ingest_lsun_download_end_to_end(cli, tmp_path, celeba_root):
     """`--download` fetches the category's zips (train and val) from a mirror URL, extracts
     them under <data>/lsun and ingests both splits."""
@@ -70,9 +123,7 @@ def test_ingest_lsun_download_end_to_end(cli, tmp_path, celeba_root):
     served.mkdir()
     for split, count in (("train", 24), ("val", 6)):
         folder = lsun_lmdb_from_celeba(tmp_path / "build" / f"bedroom_{split}_lmdb", count)
-        with zipfile.ZipFile(served / f"bedroom_{split}_lmdb.zip", "w") as zf:
-            for file in folder.iterdir():
-                zf.write(file, f"bedroom_{split}_lmdb/{file.name}")
+        zip_of(served / f"bedroom_{split}_lmdb.zip", lmdb_members(folder, f"bedroom_{split}_lmdb"))
     data = Path(os.environ["PIPELINE_DATA"])
     with FileServer(served) as server:
         result = cli(
@@ -89,3 +140,81 @@ def test_ingest_lsun_download_end_to_end(cli, tmp_path, celeba_root):
     assert not list((data / "lsun").glob("*.zip*"))
     manifest = manifest_of(data / "lsun-bedroom-16")
     assert {s: v["rows"] for s, v in manifest["splits"].items()} == {"train": 24, "val": 6}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_refused(result, *words: str) -> None:
+    """Exit 1 and one `error: ...` line holding `words`, the last on stderr (the download's
+    progress bar may come before it), no traceback."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: "), result.stderr
+    assert [line for line in lines if "error" in line] == lines[-1:], result.stderr
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("case", ["extra entry", "other folder", "not an lmdb", "too large"])
+def test_lsun_download_refused_and_nothing_replaced(case, cli, tmp_path, celeba_root, monkeypatch):
+    """The train LMDB is there; the val zip the mirror serves is wrong. One line, exit 1, the
+    train data.mdb untouched, no val folder placed, nothing ingested. The "extra entry" zip
+    carries its own bedroom_train_lmdb/data.mdb, which replaced the real one before."""
+    data = Path(os.environ["PIPELINE_DATA"])
+    train = lsun_lmdb_from_celeba(data / "lsun" / "bedroom_train_lmdb", 12)
+    before = sha256_of(train / "data.mdb")
+    val = lsun_lmdb_from_celeba(tmp_path / "build" / "bedroom_val_lmdb", 4)
+    impostor = lsun_lmdb_from_celeba(tmp_path / "build" / "impostor", 2)
+    members, words = lmdb_members(val, "bedroom_val_lmdb"), []
+    if case == "extra entry":
+        members["bedroom_train_lmdb/data.mdb"] = impostor / "data.mdb"
+        words = ["'bedroom_train_lmdb/data.mdb'", "does not belong"]
+    elif case == "other folder":
+        members = lmdb_members(val, "kitchen_val_lmdb")
+        words = ["'kitchen_val_lmdb/data.mdb'", "does not belong"]
+    elif case == "not an lmdb":
+        members["bedroom_val_lmdb/data.mdb"] = os.urandom(64 * 1024)
+        words = ["bedroom_val_lmdb is not a readable LMDB"]
+    else:
+        from pipeline.data.sources import lsun
+
+        monkeypatch.setattr(lsun, "MAX_ZIP_BYTES", 10_000, raising=False)
+        words = ["more than the 10000 expected"]
+    served = tmp_path / "mirror"
+    served.mkdir()
+    zip_of(served / "bedroom_val_lmdb.zip", members)
+    with FileServer(served) as server:
+        result = cli(
+            "ingest",
+            "lsun-bedroom",
+            "--download",
+            "--url",
+            server.url + "/{category}_{split}_lmdb.zip",
+        )
+    assert_refused(result, *words)
+    assert sha256_of(train / "data.mdb") == before
+    assert sorted(p.name for p in train.iterdir()) == ["data.mdb", "lock.mdb"]
+    assert not (data / "lsun" / "bedroom_val_lmdb").exists()
+    assert not list((data / "lsun").glob(".extract-*"))
+    assert not (data / "lsun-bedroom-64").exists()
+
+
+def test_lsun_download_never_deletes_a_folder_in_the_way(cli, tmp_path, celeba_root):
+    """A `bedroom_train_lmdb/` without data.mdb is the user's: refused before downloading."""
+    home = Path(os.environ["PIPELINE_DATA"]) / "lsun"
+    (home / "bedroom_train_lmdb").mkdir(parents=True)
+    (home / "bedroom_train_lmdb" / "notes.txt").write_text("precious")
+    with FileServer(tmp_path) as server:
+        result = cli(
+            "ingest",
+            "lsun-bedroom",
+            "--download",
+            "--url",
+            server.url + "/{category}_{split}_lmdb.zip",
+        )
+        assert server.requests == []
+    assert_one_line_error(result, "bedroom_train_lmdb exists but holds no data.mdb")
+    assert (home / "bedroom_train_lmdb" / "notes.txt").read_text() == "precious"

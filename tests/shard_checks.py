@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,3 +55,41 @@ def assert_one_line_error(result, *words: str) -> None:
     assert "Traceback" not in result.output
     for word in words:
         assert word in err, err
+
+
+@dataclass
+class Ran:
+    """A command run in its own process, read as typer's CliRunner result is."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def measured_command(*args, timeout: float = 300) -> tuple[Ran, float]:
+    """`pipeline ARGS` in a process of its own (an ingest with --workers 1 runs there, not in
+    workers) and its peak resident memory in MiB, for the tests that bound what an input may
+    cost."""
+    code = (
+        "import resource, runpy, sys\n"
+        "sys.argv = ['pipeline', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('stages.cli', run_name='__main__')\n"
+        "finally:\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    print(f'peak-rss-kib {peak}', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = done.stderr.splitlines()
+    peak = int(lines[-1].split()[1]) / 1024
+    stderr = "".join(f"{line}\n" for line in lines[:-1])
+    return Ran(done.returncode, done.stdout, stderr), peak

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.sample_data import SHARED
-from tests.shard_checks import assert_one_line_error, manifest_of, read_plain
+from tests.shard_checks import assert_one_line_error, manifest_of, measured_command, read_plain
 
 SAMPLE = SHARED / "celeba"
 ATTR, IDENTITY, PARTITION, BBOX = (
@@ -597,3 +597,55 @@ def test_png_folder_is_found_read_and_named_in_the_manifest(cli, celeba_root, tm
     assert_one_line_error(packed, "no img_align_celeba_png/ folder", "extract", "7z x")
     unknown = cli("ingest", "celeba", "--root", png_root, "--images", "tiff", *args)
     assert_one_line_error(unknown, "--images tiff", "auto, jpg, png")
+
+
+def encrypted_flag(archive: Path, member: str) -> None:
+    """Mark `member` encrypted (flag bit 0, in its local and central headers), as a zip made
+    with a password has it: zipfile then refuses to read it (RuntimeError)."""
+    blob = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as z:
+        blob[z.getinfo(member).header_offset + 6] |= 0x01
+    name = member.encode()
+    at = blob.find(b"PK\x01\x02")
+    while at != -1:
+        length = int.from_bytes(blob[at + 28 : at + 30], "little")
+        if blob[at + 46 : at + 46 + length] == name:
+            blob[at + 8] |= 0x01
+        at = blob.find(b"PK\x01\x02", at + 4)
+    archive.write_bytes(bytes(blob))
+
+
+def test_a_huge_or_encrypted_zip_member_is_a_bad_record(celeba_root, tmp_path):
+    names = sample_names()[:20]
+    root = make_root(tmp_path / "root", names, zipped=True)
+    huge, locked = (sorted(names)[0], sorted(names)[1])  # both in the train split
+    archive = root / "img_align_celeba.zip"
+    with (
+        zipfile.ZipFile(archive) as old,
+        zipfile.ZipFile(tmp_path / "new.zip", "w", zipfile.ZIP_DEFLATED) as new,
+    ):
+        for info in old.infolist():
+            if info.filename == f"img_align_celeba/{huge}":  # 300 MB of zeros in ~300 KB
+                with new.open(info.filename, "w", force_zip64=True) as member:
+                    for _ in range(300):
+                        member.write(bytes(2**20))
+            else:
+                new.writestr(info, old.read(info))
+    (tmp_path / "new.zip").replace(archive)
+    assert archive.stat().st_size < 2**20
+    encrypted_flag(archive, f"img_align_celeba/{locked}")
+    out = tmp_path / "out"
+    done, peak_mib = measured_command(
+        "ingest", "celeba", "--root", root, "--out", out, "--workers", "1", "--size", "32",
+        "--max-bad", "2",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    skipped = {r["key"]: r["reason"] for r in manifest_of(out)["skipped"]["records"]}
+    assert skipped[huge] == (
+        f"too large: zip member img_align_celeba/{huge} declares 300 MiB, over the 64 MiB a "
+        "record may be"
+    )
+    assert (
+        skipped[locked].startswith("damaged zip member: File ") and "encrypted" in skipped[locked]
+    )
+    assert peak_mib < 500  # reading the member whole cost 694 MB

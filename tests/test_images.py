@@ -14,7 +14,13 @@ import pytest
 
 from pipeline.data.sources.images import ImageFolderSource, read_labels_csv
 from pipeline.errors import PipelineError
-from tests.shard_checks import assert_one_line_error, hashes_by_workers, manifest_of, read_plain
+from tests.shard_checks import (
+    assert_one_line_error,
+    hashes_by_workers,
+    manifest_of,
+    measured_command,
+    read_plain,
+)
 
 
 def anime_tags(anime_root: Path) -> dict[str, tuple[str, str]]:
@@ -89,8 +95,9 @@ def test_anime_tags_become_hair_and_eyes_groups(cli, anime_root, tmp_path):
 def test_anime_folder_default_name_and_single_subfolder(cli, anime_root, tmp_path):
     """Without --labels the one `images/` folder is no class; the name comes from the parent."""
     result = cli(
-        "ingest", "images", "--root", anime_root, "--limit", "10", "--workers", "1", "--size", "32"
-    )
+        "ingest", "images", "--root", anime_root, "--limit", "10", "--workers", "1", "--size", "32",
+        "--max-bad", "1",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = tmp_path / "data" / "anime-mlds2018-32"
     manifest = manifest_of(out)
@@ -364,3 +371,52 @@ def test_val_out_of_range_or_holding_out_nothing(cli, anime_root, tmp_path):
     result = cli("ingest", "images", "--root", one, "--val", "0.0001", "--out", tmp_path / "b")
     assert_one_line_error(result, "--val 0.0001 holds out none of the 1 images")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def bomb_png(path: Path, side: int = 13000) -> Path:
+    """A PNG of side x side black pixels in a few hundred KB, written without ever holding
+    the pixels: what a decompression bomb is."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    squeeze = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then the row
+    idat = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_decompression_bomb_is_skipped_before_decoding(anime_root, tmp_path):
+    root = tmp_path / "bombed"
+    copy_images(anime_root, root, [f"{i}.jpg" for i in range(6)])
+    bomb = bomb_png(root / "bomb.png")
+    assert bomb.stat().st_size < 400_000  # 169 Mpx in a small file
+    out = tmp_path / "out"
+    done, peak_mib = measured_command(
+        "ingest", "images", "--root", root, "--out", out, "--workers", "1", "--size", "32",
+        "--max-bad", "1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    skipped = {r["key"]: r["reason"] for r in manifest_of(out)["skipped"]["records"]}
+    cap = "over the 64,000,000-pixel cap (PIPELINE_MAX_PIXELS)"
+    assert skipped == {"bomb.png": f"too large: 13000x13000 pixels, {cap}"}
+    assert peak_mib < 500  # decoding it cost 858 MB (greyscale, then RGB)
+
+
+def test_the_pixel_cap_is_a_setting(anime_root, tmp_path, monkeypatch):
+    root = tmp_path / "faces"
+    copy_images(anime_root, root, [f"{i}.jpg" for i in range(4)])
+    monkeypatch.setenv("PIPELINE_MAX_PIXELS", "1000")  # the anime faces are 96 x 96
+    from pipeline.data.ingest import IngestOptions, ingest
+
+    with pytest.raises(PipelineError, match="--max-bad"):
+        ingest(ImageFolderSource(root, size=32), IngestOptions(out=str(tmp_path / "o"), workers=1))
+    monkeypatch.setenv("PIPELINE_MAX_PIXELS", "lots")
+    with pytest.raises(PipelineError, match="PIPELINE_MAX_PIXELS='lots' is not a positive"):
+        ingest(ImageFolderSource(root, size=32), IngestOptions(out=str(tmp_path / "p"), workers=1))

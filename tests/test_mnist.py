@@ -13,7 +13,13 @@ import pyarrow as pa
 import pytest
 
 from pipeline.data.sources.mnist import MnistSource
-from tests.shard_checks import assert_one_line_error, hashes_by_workers, manifest_of, read_plain
+from tests.shard_checks import (
+    assert_one_line_error,
+    hashes_by_workers,
+    manifest_of,
+    measured_command,
+    read_plain,
+)
 
 
 def parse_idx(path: Path) -> np.ndarray:
@@ -165,3 +171,18 @@ def test_bad_files_fail_with_one_line(cli, tmp_path, t10k_images, t10k_labels, h
     result = cli("ingest", "mnist", "--root", root, "--out", out)
     assert_one_line_error(result, *words)
     assert not out.exists()
+
+
+def test_a_gzip_bomb_is_refused_before_it_fills_memory(tmp_path, t10k_images, t10k_labels):
+    root = small_mnist(tmp_path / "mnist", t10k_images[:20], t10k_labels[:20])
+    images = root / "t10k-images-idx3-ubyte.gz"
+    header = gzip.decompress(images.read_bytes())[:16]
+    with gzip.open(images, "wb", compresslevel=9) as stream:  # 1 GiB of zeros in ~1 MB
+        stream.write(header)
+        for _ in range(1024):
+            stream.write(bytes(2**20))
+    assert images.stat().st_size < 2**21
+    done, peak_mib = measured_command("ingest", "mnist", "--root", root, "--out", tmp_path / "o")
+    assert_one_line_error(done, "decompresses to over 256 MiB: not an MNIST idx file")
+    assert peak_mib < 700  # the old gunzip held the whole GiB
+    assert not (tmp_path / "o").exists()

@@ -342,7 +342,7 @@ def _process_chunk(chunk: tuple[str, int, int, int]) -> dict:
             # skipped, counted against --max-bad like any other: a bug in a source shows up
             # as every record skipped with the same reason.
             key = record.key if record is not None else f"{split}[{index}]"
-            reason = f"unreadable ({type(exc).__name__}: {one_line(exc)})"
+            reason = f"unreadable: {type(exc).__name__}: {one_line(exc)}"
             skipped.append({"split": split, "key": key, "reason": reason})
             continue
         keys.append(record.key)

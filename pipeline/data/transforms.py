@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# Pillow refuses images above ~179 Mpx as "decompression bombs"; LSUN and CelebA are far below.
+from pipeline.data import limits
+
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "bicubic": Image.Resampling.BICUBIC,
@@ -69,14 +70,14 @@ def decode(payload: bytes | np.ndarray | Image.Image) -> Image.Image:
     if not payload:
         raise BadRecord("empty record")
     try:
-        image = Image.open(io.BytesIO(payload))
+        image = limits.open_image(io.BytesIO(payload))  # its size checked before decoding
         image.load()
+    except limits.TooLarge as exc:
+        raise BadRecord(str(exc)) from None
     except UnidentifiedImageError:
         raise BadRecord("not an image (format not recognised)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadRecord(f"undecodable image: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise BadRecord(f"image too large: {exc}") from None
     return image
 
 

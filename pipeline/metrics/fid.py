@@ -232,7 +232,7 @@ def _write_atomic(path: Path, key: dict, mu, sigma, features, say) -> bool:
 def folder_reference(embedder: Embedder, folder: str | Path, limit: int | None = None) -> RealStats:
     """Real statistics of a folder of images (png/jpg/webp/bmp, recursive), or of a published
     statistics file (`.npz` with `mu` and `sigma`, as pytorch-fid's --save-stats writes)."""
-    from PIL import Image
+    from pipeline.data import limits
 
     folder = Path(folder).expanduser()
     if folder.is_file() and folder.suffix == ".npz":
@@ -261,9 +261,9 @@ def folder_reference(embedder: Embedder, folder: str | Path, limit: int | None =
     group: list[np.ndarray] = []
     for file in files:
         try:
-            with Image.open(file) as image:
+            with limits.open_image(file) as image:
                 pixels = np.asarray(image.convert("RGB"))
-        except OSError as exc:
+        except (OSError, limits.TooLarge) as exc:
             raise PipelineError(f"cannot read image {file}: {exc}") from None
         if group and pixels.shape != group[0].shape:  # a batch holds one size
             stats.add(embedder(np.stack(group)))

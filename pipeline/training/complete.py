@@ -114,15 +114,18 @@ def image_files(images: str | Path) -> list[Path]:
 def fit(path: Path, completer: Completer, say: Callable[[str], None]) -> np.ndarray:
     """The image as C completes it: as it is when it has the network's size, else through
     the dataset's recipe (said on the console)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    from pipeline.data import limits
     from pipeline.data.transforms import BadRecord, Recipe, prepare
 
     mode = "RGB" if completer.channels == 3 else "L"
     try:
-        with Image.open(path) as image:
+        with limits.open_image(path) as image:
             image.load()
             picture = image.convert(mode)
+    except limits.TooLarge as exc:
+        raise PipelineError(f"{path}: {exc}") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         raise PipelineError(f"{path} is not a readable image") from None
     size = completer.size

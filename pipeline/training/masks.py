@@ -119,7 +119,9 @@ def crop(x: torch.Tensor, corners: torch.Tensor, local: int) -> torch.Tensor:
 def read_mask_folder(folder: str | Path, image_size: int) -> np.ndarray:
     """uint8 (N, H, W) of 0/1 from a folder of binary mask images; one clear error for a
     missing folder, an unreadable file, another size or a mask that is not binary."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from pipeline.data import limits
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -131,9 +133,11 @@ def read_mask_folder(folder: str | Path, image_size: int) -> np.ndarray:
     masks = []
     for path in files:
         try:
-            with Image.open(path) as image:
+            with limits.open_image(path) as image:
                 pixels = np.asarray(image.convert("L"))
-        except (OSError, UnidentifiedImageError):
+        except limits.TooLarge as exc:
+            raise PipelineError(f"mask {path}: {exc}") from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             raise PipelineError(f"mask {path} is not a readable image") from None
         masks.append(check_mask(pixels, image_size, path))
     return np.stack(masks)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.data import limits
 from pipeline.data.shards import Column
 from pipeline.data.sources.annotations import Annotation
 from pipeline.data.sources.base import Plan, Record, Source, fingerprint
@@ -147,13 +148,18 @@ class CelebaSource(Source):
             if self._zip is None:
                 self._zip = zipfile.ZipFile(self.files.images)
             try:
-                payload = self._zip.read(location)
-            except (zipfile.BadZipFile, OSError) as exc:
+                payload = limits.read_member(self._zip, location)
+            except limits.TooLarge as exc:
+                raise BadRecord(str(exc), key=name) from None
+            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+                # RuntimeError: an encrypted member; NotImplementedError: an unknown method
                 raise BadRecord(f"damaged zip member: {exc}", key=name) from None
         else:
             path = self.files.images / location
             try:
-                payload = path.read_bytes()
+                payload = limits.read_file(path)
+            except limits.TooLarge as exc:
+                raise BadRecord(str(exc), key=name) from None
             except OSError as exc:
                 raise BadRecord(f"unreadable file: {exc.strerror or exc}", key=name) from None
         if values.get("attrs") is not None:

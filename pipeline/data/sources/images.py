@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import limits
 from pipeline.data.sources.annotations import read_text
 from pipeline.data.sources.base import Plan, Record, Source, check_val, fingerprint, held_out_key
 from pipeline.data.transforms import BadRecord, Recipe
@@ -207,7 +208,9 @@ class ImageFolderSource(Source):
         relative = self._paths[split][index]
         path = self.root / relative
         try:
-            payload = path.read_bytes()
+            payload = limits.read_file(path)
+        except limits.TooLarge as exc:
+            raise BadRecord(str(exc), key=relative) from None
         except OSError as exc:
             raise BadRecord(f"unreadable file: {exc.strerror or exc}", key=relative) from None
         values = {}

@@ -17,13 +17,13 @@ labels (one byte per image) travel with the source.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import limits
 from pipeline.data.sources.base import Plan, Record, Source, fingerprint
 from pipeline.data.transforms import Recipe
 from pipeline.errors import PipelineError
@@ -66,13 +66,21 @@ def find_file(root: Path, prefix: str, kind: str) -> Path | None:
 def read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
     """The uint8 array in idx file `path` and the sha256 of the file's bytes."""
     try:
-        data = path.read_bytes()
+        data = limits.read_file(path, MAX_IDX_BYTES)
+    except limits.TooLarge:
+        raise PipelineError(
+            f"{path} is over {MAX_IDX_BYTES >> 20} MiB: not an MNIST idx file"
+        ) from None
     except OSError as exc:
         raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            data = limits.gunzip(data, MAX_IDX_BYTES)
+        except limits.TooLarge:
+            raise PipelineError(
+                f"{path} decompresses to over {MAX_IDX_BYTES >> 20} MiB: not an MNIST idx file"
+            ) from None
         except EOFError:
             raise PipelineError(
                 f"{path} is a truncated gzip file; download it again ({where_to_get()})"
@@ -116,6 +124,11 @@ def read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
             "(not an MNIST idx file?); download it again"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims), digest
+
+
+# MNIST's largest file (the training images) is 47 MB unpacked: a file far over that is
+# something else, and is refused before it fills memory.
+MAX_IDX_BYTES = 256 * 2**20
 
 
 class MnistSource(Source):

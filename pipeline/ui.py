@@ -24,15 +24,25 @@ READY_TIMEOUT_S = 90
 
 
 def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
-    """`mlflow server` over `uri`; new experiments' artifacts beside a local database."""
+    """`mlflow server` over `uri` (given in its environment: `server_env`); new experiments'
+    artifacts beside a local database."""
     from pipeline.tracking.store import local_artifact_root
 
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+    # The store's URI (maybe with a database password) goes in the environment, never on the
+    # command line, where `ps` shows it to every user of the machine.
+    command = [sys.executable, "-m", "mlflow", "server",
                "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     artifacts = local_artifact_root(uri)
     if artifacts is not None:
         command += ["--artifacts-destination", str(artifacts)]
     return command
+
+
+def server_env(uri: str) -> dict[str, str]:
+    """This process's environment with the store `server_command` serves, password included."""
+    from pipeline.tracking.store import connectable
+
+    return {**os.environ, "MLFLOW_BACKEND_STORE_URI": connectable(uri)}
 
 
 def serve(
@@ -51,7 +61,7 @@ def serve(
     _check_port(host, port)
     tracking.prepare_store(uri)
     url = f"http://{host}:{port}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # 5 processes, not 13
+    env = {**server_env(uri), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # 5 processes, not 13
     process = subprocess.Popen(server_command(uri, host, port), env=env, start_new_session=True)
     # SIGTERM (a service manager, `kill`) ends the server too, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)

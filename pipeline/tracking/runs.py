@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import flatten
 from pipeline.errors import PipelineError, one_line
-from pipeline.tracking.store import artifact_location, mlflow_client
+from pipeline.tracking.store import artifact_location, mlflow_client, redacted
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -114,7 +114,7 @@ def start_run(
         raise PipelineError(
             f"cannot create MLflow run {run_name!r} in {uri}: {one_line(error)}"
         ) from error
-    handle = RunHandle(uri, run.info.run_id, experiment_id_, run.info.run_name)
+    handle = RunHandle(redacted(uri), run.info.run_id, experiment_id_, run.info.run_name)
     try:
         log_params(client, handle.run_id, params)
     except MlflowException as error:
@@ -151,7 +151,7 @@ def find_run(uri: str, run_id: str) -> RunHandle:
             f"MLflow run {run_id} in {uri} is deleted: restore it (`mlflow runs restore "
             f"--run-id {run_id}`) to continue it"
         )
-    return RunHandle(uri, run.info.run_id, run.info.experiment_id, run.info.run_name)
+    return RunHandle(redacted(uri), run.info.run_id, run.info.experiment_id, run.info.run_name)
 
 
 def find_run_by_tags(
@@ -183,7 +183,7 @@ def find_run_by_tags(
     if not runs:
         return None
     info = runs[0].info
-    return RunHandle(uri, info.run_id, info.experiment_id, info.run_name)
+    return RunHandle(redacted(uri), info.run_id, info.experiment_id, info.run_name)
 
 
 def find_trial_run(

@@ -49,9 +49,50 @@ def tracking_uri() -> str:
     Relative sqlite and file paths are resolved against the current directory here, in the
     driver, because Ray workers run elsewhere. Unset, this is MLflow's own default made
     absolute, `sqlite:///<cwd>/mlflow.db`, so a bare `mlflow ui` in that folder shows the runs.
+    A password in it is hidden (`redacted`): this is the form every run handle, sweep file and
+    message carries; `connectable` gives the real one to whatever connects.
     """
+    return redacted(_configured_uri())
+
+
+def _configured_uri() -> str:
+    """MLFLOW_TRACKING_URI (made absolute), password included, or the default store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     return absolute_uri(uri) if uri else sqlite_uri(Path(DEFAULT_DB))
+
+
+REDACTED = "***"
+
+
+def redacted(uri: str) -> str:
+    """`uri` with the password in its user part hidden (`postgresql://ml:***@db/mlflow`): the
+    form kept in run handles, sweep files, journals and MLflow artifacts, and printed. The
+    password lives only in MLFLOW_TRACKING_URI, which `connectable` takes it back from."""
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        password = parts.password
+    except ValueError:  # a netloc urllib cannot parse: no user part to hide
+        return uri
+    if not password or password == REDACTED:
+        return uri
+    user, host = parts.netloc.rsplit("@", 1)
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{user.split(':', 1)[0]}:{REDACTED}@{host}")
+    )
+
+
+def connectable(uri: str) -> str:
+    """The URI to connect to the store `uri` names: itself, or for a redacted one the
+    MLFLOW_TRACKING_URI that redacts to it (the password never comes from anywhere else)."""
+    if f":{REDACTED}@" not in uri:
+        return uri
+    current = _configured_uri()
+    if redacted(current) == uri:
+        return current
+    raise PipelineError(
+        f"the MLflow store {uri} needs its password, which is kept nowhere but in "
+        "MLFLOW_TRACKING_URI: set MLFLOW_TRACKING_URI to that store, password included"
+    )
 
 
 def absolute_uri(uri: str) -> str:
@@ -155,6 +196,7 @@ def prepare_store(uri: str) -> None:
     tables, which also makes two drivers starting together safe. An existing store is only
     opened. A server that does not answer is a `PipelineError` within a few seconds.
     """
+    uri = connectable(uri)
     scheme = uri_scheme(uri)
     if scheme in ("http", "https"):
         _probe_server(uri)
@@ -171,7 +213,8 @@ def prepare_store(uri: str) -> None:
                         mlflow_client(uri).search_experiments(max_results=1)  # makes them
         mlflow_client(uri).search_experiments(max_results=1)
     except Exception as error:  # any failure to open the store is the user's to fix
-        raise PipelineError(f"cannot open the MLflow store {uri}: {one_line(error)}") from error
+        shown, why = redacted(uri), one_line(error).replace(uri, redacted(uri))
+        raise PipelineError(f"cannot open the MLflow store {shown}: {why}") from error
 
 
 def mlflow_client(uri: str) -> MlflowClient:
@@ -180,7 +223,7 @@ def mlflow_client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     _quiet_artifact_downloads()
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=connectable(uri))
 
 
 def _quiet_artifact_downloads() -> None:
@@ -225,6 +268,7 @@ def _sqlite_has_tables(path: Path) -> bool:
 
 def _probe_server(uri: str) -> None:
     """A server that answers, and takes this client's credentials, within a few seconds."""
+    shown = redacted(uri)
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
             pass
@@ -233,7 +277,7 @@ def _probe_server(uri: str) -> None:
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PipelineError(
-            f"the MLflow tracking server {uri} is not reachable ({reason}): start it "
+            f"the MLflow tracking server {shown} is not reachable ({reason}): start it "
             "(`mlflow server --host 127.0.0.1 --port PORT`, see mlflow/) or unset "
             "MLFLOW_TRACKING_URI to use the local store ./mlflow.db"
         ) from None
@@ -248,6 +292,8 @@ def _check_credentials(uri: str) -> None:
 
     from mlflow.utils.credentials import get_default_host_creds
 
+    shown = redacted(uri)
+
     request = urllib.request.Request(
         uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     )
@@ -258,25 +304,42 @@ def _check_credentials(uri: str) -> None:
         request.add_header("Authorization", f"Basic {pair}")
     elif creds.token:
         request.add_header("Authorization", f"Bearer {creds.token}")
+    opener = urllib.request.build_opener(CredentialsStayHome)
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S * 3):
+        with opener.open(request, timeout=PROBE_TIMEOUT_S * 3):
             return
     except urllib.error.HTTPError as error:
         if error.code == 401 and user and password:
             raise PipelineError(
-                f"the MLflow server {uri} refused user {user!r} (HTTP 401): check "
+                f"the MLflow server {shown} refused user {user!r} (HTTP 401): check "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             ) from None
         if error.code == 401:
             raise PipelineError(
-                f"the MLflow server {uri} wants a user (HTTP 401, basic auth): set "
+                f"the MLflow server {shown} wants a user (HTTP 401, basic auth): set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             ) from None
         if error.code == 403:
             raise PipelineError(
-                f"the MLflow server {uri} refused this request (HTTP 403): "
+                f"the MLflow server {shown} refused this request (HTTP 403): "
                 f"{'user ' + repr(user) if user else 'this client'} may not read experiments "
                 "there, or the server's --allowed-hosts does not name the host in the URI"
             ) from None
     except (urllib.error.URLError, OSError):
         return  # answered /health a moment ago; the API calls will say what is wrong
+
+
+class CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """Redirects followed, but the Authorization header sent only where it was meant to go:
+    urllib's own handler copies it to whatever host a redirect names, so a server (or a proxy
+    in front of it) could collect the team's password by redirecting the probe."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        old, to = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        upgraded = (old.scheme, to.scheme) == ("http", "https")
+        if new is not None and (
+            to.netloc != old.netloc or (to.scheme != old.scheme and not upgraded)
+        ):
+            new.remove_header("Authorization")
+        return new

@@ -374,10 +374,12 @@ def load_plan(name: str | None) -> SweepPlan:
         raise ConfigError("--resume needs --name SWEEP (the sweep to continue)")
     if not re.fullmatch(NAME, name):
         raise ConfigError(f"--name {name!r} is not a sweep name (letters, digits, '-', '_', '.')")
-    from pipeline import storage
+    from pipeline import storage, tracking
+    from pipeline.tuning.trust import check_plan, check_private
 
     root = sweeps_dir()
-    data = plan_at(storage.join(root, name))
+    folder = storage.join(root, name)
+    data = plan_at(folder)
     if data is None:
         if storage.is_uri(root):
             r = storage.remote(root)
@@ -386,7 +388,10 @@ def load_plan(name: str | None) -> SweepPlan:
             known = sorted(p.parent.name for p in Path(root).glob(f"*/{PLAN_FILE}"))
         listed = f"; sweeps there: {', '.join(known)}" if known else ""
         raise PipelineError(f"no sweep named {name} in {root}{listed}")
-    return SweepPlan.from_dict(data)
+    check_private(folder)  # before Ray unpickles its state
+    where = storage.join(folder, PLAN_FILE)
+    uri = tracking.tracking_uri()
+    return SweepPlan.from_dict(check_plan(data, where, name=name, storage=root, uri=uri))
 
 
 def plan_at(folder: str) -> dict | None:

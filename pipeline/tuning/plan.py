@@ -391,7 +391,8 @@ def load_plan(name: str | None) -> SweepPlan:
     check_private(folder)  # before Ray unpickles its state
     where = storage.join(folder, PLAN_FILE)
     uri = tracking.tracking_uri()
-    return SweepPlan.from_dict(check_plan(data, where, name=name, storage=root, uri=uri))
+    data = check_plan(data, where, SweepPlan, name=name, storage=root, uri=uri)
+    return SweepPlan.from_dict(data)
 
 
 def plan_at(folder: str) -> dict | None:

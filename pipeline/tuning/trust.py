@@ -51,12 +51,10 @@ def check_private(folder: str) -> None:
             )
 
 
-def check_plan(data: dict, where: str, *, name: str, storage: str, uri: str) -> dict:
-    """`data` (a sweep.json) when it is the plan of sweep `name` in `storage`, logging to the
-    store `uri` in force now; one line naming what differs otherwise."""
-    from pipeline.tuning.plan import SweepPlan
-
-    expected = {f.name: f.type for f in fields(SweepPlan)}
+def check_plan(data: dict, where: str, plan_type, *, name: str, storage: str, uri: str) -> dict:
+    """`data` (a sweep.json) when it is a `plan_type` (SweepPlan) of sweep `name` in
+    `storage`, logging to the store `uri` in force now; one line naming what differs."""
+    expected = {f.name: f.type for f in fields(plan_type)}
     missing, unknown = set(expected) - set(data), set(data) - set(expected)
     if missing or unknown:
         odd = ", ".join(sorted(missing | unknown))

@@ -6,6 +6,10 @@ import subprocess
 import sys
 import types
 
+import pytest
+
+from tests.shard_checks import assert_one_line_error
+
 
 def test_help_lists_the_stages(cli):
     result = cli("--help")
@@ -40,6 +44,22 @@ def test_datasets_list_empty_and_show_missing(cli, tmp_path):
     result = cli("datasets", "show", "nope-64")
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_max_bad_that_is_not_a_number_is_one_line(cli, tmp_path, value):
+    """`--max-bad nan` passed the `< 0` check: a ValueError traceback once the shards were
+    being written, and a half-made dataset folder left behind."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(2):
+        Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(root / f"{i}.png")
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--out", out, "--max-bad", value)
+    assert_one_line_error(result, f"max_bad={value}", "must be a number >= 0")
+    assert not out.exists()
 
 
 def interrupt(*args, **kwargs):

@@ -218,3 +218,23 @@ def test_lsun_download_never_deletes_a_folder_in_the_way(cli, tmp_path, celeba_r
         assert server.requests == []
     assert_one_line_error(result, "bedroom_train_lmdb exists but holds no data.mdb")
     assert (home / "bedroom_train_lmdb" / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "template, words",
+    [
+        ("/{category}_{spilt}_lmdb.zip", ["unknown placeholder {spilt}"]),
+        ("/{0}.zip", ["unknown placeholder {0}"]),
+        ("/{category.upper}.zip", ["unknown placeholder {category.upper}"]),
+        ("/{category", ["not a valid template"]),
+    ],
+)
+def test_an_unknown_url_placeholder_is_one_line(cli, tmp_path, template, words):
+    """--url's placeholders are {category} and {split}: another was a KeyError (IndexError,
+    AttributeError) traceback from str.format. Refused before anything is fetched."""
+    home = Path(os.environ["PIPELINE_DATA"]) / "lsun"
+    with FileServer(tmp_path) as server:
+        result = cli("ingest", "lsun-bedroom", "--download", "--url", server.url + template)
+        assert server.requests == []
+    assert_one_line_error(result, *words, "the placeholders allowed are {category} and {split}")
+    assert not home.exists()

@@ -45,7 +45,7 @@ def test_a_named_file_that_is_missing_is_an_error(tmp_path, monkeypatch):
 def test_a_file_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
     fake = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     fake.write_bytes(b"not the weights")
-    with pytest.raises(PipelineError, match="is not the FID Inception weights.*6726825d"):
+    with pytest.raises(PipelineError, match=f"is not the FID Inception weights.*{weights.SHA256}"):
         weights.resolve(fake)
     # The same file found in the torch hub cache is refused the same way.
     hub = tmp_path / "torch" / "hub" / "checkpoints"
@@ -56,7 +56,7 @@ def test_a_file_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_converted_copy_loads_when_its_hash_is_declared(standin_file, monkeypatch):
-    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(standin_file)[:16])
+    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(standin_file))
     backbone = weights.resolve(standin_file)
     assert backbone.kind == "inception" and backbone.sha256 == sha(standin_file)
     net = build(backbone, (64,))
@@ -69,37 +69,76 @@ def test_a_converted_copy_loads_when_its_hash_is_declared(standin_file, monkeypa
 def test_wrong_keys_are_a_clear_error(tmp_path, monkeypatch):
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, other)
-    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(other)[:8])
+    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(other))
     backbone = weights.resolve(other)
     with pytest.raises(PipelineError, match="does not hold pytorch-fid's Inception weights"):
         build(backbone, (2048,))
     pickled = tmp_path / "pickle.pth"
     pickled.write_bytes(b"\x80\x04not a torch file")
-    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(pickled)[:8])
+    monkeypatch.setenv("PIPELINE_FID_SHA256", sha(pickled).upper())  # as some tools print it
     with pytest.raises(PipelineError, match="not a torch weights file"):
         build(weights.resolve(pickled), (64,))
 
 
-def test_download_into_the_hub_cache_checks_the_hash_in_the_name(tmp_path, monkeypatch):
+def test_download_into_the_hub_cache_checks_the_full_hash(tmp_path, monkeypatch):
+    """A download is kept only when its whole sha256 is the standard one or the declared one:
+    the hash prefix in its name (torch hub's convention) vouches for nothing."""
     served = tmp_path / "served"
     served.mkdir()
     payload = b"weights bytes " * 1000
     digest = hashlib.sha256(payload).hexdigest()
     good = served / f"pt_inception-test-{digest[:8]}.pth"
     good.write_bytes(payload)
-    bad = served / "pt_inception-test-deadbeef.pth"
-    bad.write_bytes(payload)
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     with FileServer(served) as server:
-        monkeypatch.setenv("PIPELINE_FID_URL", f"{server.url}/{bad.name}")
-        with pytest.raises(PipelineError, match="downloaded .*deadbeef"):
-            weights.resolve()
+        monkeypatch.setenv("PIPELINE_FID_URL", f"{server.url}/{good.name}")
+        with pytest.raises(PipelineError, match=f"downloaded .*{digest[:8]}") as refused:
+            weights.resolve()  # was kept: its name carries its hash's first 8 digits
+        assert f"expected {weights.SHA256}" in str(refused.value)
         assert not hub.exists() or not any(hub.iterdir())  # nothing wrong left in the cache
 
-        monkeypatch.setenv("PIPELINE_FID_URL", f"{server.url}/{good.name}")
+        monkeypatch.setenv("PIPELINE_FID_SHA256", digest)
         backbone = weights.resolve()
     assert backbone.kind == "inception" and backbone.sha256 == digest
     assert sorted(p.name for p in hub.iterdir()) == [good.name]
+
+
+def test_eight_matching_hex_digits_are_not_the_weights(tmp_path, monkeypatch):
+    """A file whose sha256 starts like the standard file's (32 bits, found by brute force) but
+    is another file: refused, named with both hashes. It was accepted on its first 8 digits."""
+    impostor = tmp_path / weights.FILE
+    impostor.write_bytes(b"crafted to share the first 32 bits of the hash")
+    lookalike = "6726825d" + "0" * 56
+    monkeypatch.setattr(weights, "sha256", lambda file: lookalike)
+    with pytest.raises(PipelineError, match="is not the FID Inception weights") as refused:
+        weights.resolve(impostor)
+    assert f"its sha256 is {lookalike}, expected {weights.SHA256}" in str(refused.value)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    impostor.replace(hub / weights.FILE)
+    with pytest.raises(PipelineError, match="is not the FID Inception weights"):
+        weights.resolve()
+    with pytest.raises(PipelineError, match="is not the FID Inception weights"):
+        weights.backbone_for(str(hub / weights.FILE))  # what a worker checks
+
+
+@pytest.mark.parametrize("declared", ["first 16", "6726825d", "not hex", "one too many"])
+def test_a_declared_hash_must_be_all_64_hex_digits(declared, standin_file, monkeypatch, tmp_path):
+    """PIPELINE_FID_SHA256 is the whole sha256 or nothing: a prefix was accepted (8 hex digits
+    can be matched by brute force). Refused in one line before any file is read or fetched."""
+    digest = sha(standin_file)
+    value = {"first 16": digest[:16], "not hex": "z" * 64, "one too many": digest + "0"}.get(
+        declared, declared
+    )
+    monkeypatch.setenv("PIPELINE_FID_SHA256", value)
+    with pytest.raises(PipelineError, match="is not a full sha256: give all 64 hex digits") as e:
+        weights.resolve(standin_file)
+    assert "\n" not in str(e.value)
+    with FileServer(tmp_path) as server:
+        monkeypatch.setenv("PIPELINE_FID_URL", f"{server.url}/{weights.FILE}")
+        with pytest.raises(PipelineError, match="is not a full sha256"):
+            weights.resolve()
+        assert server.requests == []
 
 
 def test_an_unreachable_server_falls_back_to_the_standin(monkeypatch):

@@ -245,6 +245,63 @@ def test_malformed_row_fails_naming_file_and_line(cli, anime_root, tmp_path, lin
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('id,label\na/0,"dog\nb/0,cat\na/1,cat\n', ["line 2", "unexpected end of data"]),
+        ('id,label\na/0,"dog"s\nb/0,cat\n', ["line 2", "not valid CSV"]),
+        ('id,label\nb/0,cat\na/0,"dog\na/1,cat"\n', ["line 3", "runs over several lines"]),
+    ],
+    ids=["not closed", "text after it", "over two lines"],
+)
+def test_a_stray_quote_is_refused_naming_the_line(cli, anime_root, tmp_path, text, words):
+    """A quote that does not close took the rest of the file as one class ('dog\\nb/0,cat...')
+    and the ingest went on (exit 0); a quoted cell over several lines likewise."""
+    root = tmp_path / "root"
+    copy_images(anime_root, root / "a", ["0.jpg", "1.jpg"])
+    copy_images(anime_root, root / "b", ["0.jpg"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text(text)
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--labels", labels, "--out", out)
+    assert_one_line_error(result, "labels.csv", *words)
+    assert not out.exists()
+
+
+def test_more_classes_than_a_label_column_holds(cli, anime_root, tmp_path):
+    """Class indices are int16: 32,769 classes were an OverflowError traceback."""
+    root = tmp_path / "root"
+    copy_images(anime_root, root, ["0.jpg", "1.jpg"])
+    labels = tmp_path / "ids.csv"
+    labels.write_text("id,label\n0,32768\n" + "".join(f"x{i},{i}\n" for i in range(32768)))
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--labels", labels, "--out", out)
+    assert_one_line_error(result, "ids.csv", "32,769 classes", "32,768 a label column holds")
+    assert not out.exists()
+    # Sub-folders: 32,768 classes fit (indices 0..32767), one more does not.
+    from pipeline.data.sources.images import MAX_CLASSES, folder_labels
+
+    _, indices = folder_labels([f"c{i:05}/x.jpg" for i in range(MAX_CLASSES)], [], {})
+    assert indices["label"].max() == 32767
+    with pytest.raises(PipelineError, match="sub-folders of --root: group 'label' has 32,769"):
+        folder_labels([f"c{i:05}/x.jpg" for i in range(MAX_CLASSES + 1)], [], {})
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(cli, anime_root, tmp_path):
+    """A name the file system holds as bytes that are not UTF-8 was a UnicodeEncodeError
+    traceback (in the plan's fingerprint)."""
+    root = tmp_path / "root"
+    copy_images(anime_root, root, ["0.jpg", "1.jpg"])
+    try:
+        os.rename(os.fsencode(root / "1.jpg"), os.fsencode(root) + b"/caf\xe9.jpg")
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    out = tmp_path / "out"
+    result = cli("ingest", "images", "--root", root, "--out", out)
+    assert_one_line_error(result, "'caf\\xe9.jpg'", "is not UTF-8", "rename it")
+    assert not out.exists()
+
+
 def test_ambiguous_stem_is_an_error(tmp_path, anime_root):
     copy_images(anime_root, tmp_path / "root" / "a", ["0.jpg"])
     copy_images(anime_root, tmp_path / "root" / "b", ["0.jpg"])

@@ -62,8 +62,10 @@ class IngestOptions:
             raise ConfigError(f"workers={self.workers} must be 0 (all cores) or more")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit={self.limit} must be at least 1")
-        if self.max_bad < 0:
-            raise ConfigError(f"max_bad={self.max_bad} must be >= 0 (a fraction < 1 or a count)")
+        if not (math.isfinite(self.max_bad) and self.max_bad >= 0):
+            raise ConfigError(
+                f"max_bad={self.max_bad} must be a number >= 0 (a fraction < 1 or a count)"
+            )
         if self.shard_rows < 0:
             raise ConfigError(f"shard_rows={self.shard_rows} must be 0 (automatic) or more")
         if not 1 <= self.quality <= 100:

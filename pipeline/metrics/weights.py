@@ -3,10 +3,12 @@
 The standard file is pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (the TF 2015-12-05
 Inception-v3 of the original FID code, converted). It is looked for, in order, at an explicit
 path (`--fid-weights`), `$PIPELINE_FID_WEIGHTS`, and the torch hub cache where pytorch-fid
-itself keeps it; else it is downloaded into that cache and its sha256 checked against the
-prefix in its name (torch hub's convention). Offline with no file, a stand-in backbone - the
-same network with fixed-seed random weights - keeps the pipeline working; its numbers are
-logged as `fid_standin` / `kid_standin` and are comparable only with each other.
+itself keeps it; else it is downloaded into that cache. Every file's sha256 is compared in
+full with the standard file's (`SHA256`), or with `$PIPELINE_FID_SHA256` for a converted copy:
+the 8 hex digits in the name (torch hub's convention) are too few to trust. Offline with no
+file, a stand-in backbone - the same network with fixed-seed random weights - keeps the
+pipeline working; its numbers are logged as `fid_standin` / `kid_standin` and are comparable
+only with each other.
 
     backbone = resolve()            # Backbone(kind="inception", path=..., sha256=...)
 """
@@ -25,7 +27,9 @@ from pipeline.errors import PipelineError
 
 FILE = "pt_inception-2015-12-05-6726825d.pth"
 URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FILE}"
-SHA256_PREFIX = "6726825d"
+# The sha256 of FILE (95,628,359 bytes) in full. The name holds its first 8 hex digits only,
+# and 32 bits can be matched by brute force on one machine: all 64 are compared.
+SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDIN_SEED = 0
 
 
@@ -60,14 +64,18 @@ def hub_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FILE
 
 
-def expected_prefix(name: str | None = None) -> str:
-    """The sha256 prefix the weights must have: `$PIPELINE_FID_SHA256` (for a converted copy),
-    else the one in the file name (torch hub's `-<hash>.` convention), else the standard."""
-    override = os.environ.get("PIPELINE_FID_SHA256")
-    if override:
-        return override.lower()
-    found = re.search(r"-([a-f0-9]{8,})\.", name or "")
-    return found.group(1) if found else SHA256_PREFIX
+def expected_sha256() -> str:
+    """The sha256 the weights must have: `$PIPELINE_FID_SHA256` (for a converted copy: all 64
+    hex digits, as `sha256sum` prints them), else the standard file's."""
+    override = os.environ.get("PIPELINE_FID_SHA256", "").strip()
+    if not override:
+        return SHA256
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", override):
+        raise PipelineError(
+            f"PIPELINE_FID_SHA256={override[:80]!r} is not a full sha256: give all 64 hex "
+            "digits of the weights file's sha256 (`sha256sum FILE`)"
+        )
+    return override.lower()
 
 
 def resolve(path: str | Path | None = None, *, download: bool = True, say=None) -> Backbone:
@@ -80,10 +88,10 @@ def resolve(path: str | Path | None = None, *, download: bool = True, say=None) 
         file = Path(named).expanduser()
         if not file.is_file():
             raise PipelineError(f"FID weights not found: {file} (from {source})")
-        return Backbone("inception", str(file.resolve()), verify(file, expected_prefix()))
+        return Backbone("inception", str(file.resolve()), verify(file, expected_sha256()))
     cached = hub_path()
     if cached.is_file():
-        return Backbone("inception", str(cached), verify(cached, expected_prefix(cached.name)))
+        return Backbone("inception", str(cached), verify(cached, expected_sha256()))
     url = os.environ.get("PIPELINE_FID_URL", URL)
     if download and url not in ("", "off"):
         try:
@@ -112,20 +120,21 @@ def backbone_for(weights: str) -> Backbone:
         file = Path(weights)
         if not file.is_file():
             raise PipelineError(f"FID weights not found on this machine: {file}")
-        return Backbone("inception", str(file), verify(file, expected_prefix(file.name)))
+        return Backbone("inception", str(file), verify(file, expected_sha256()))
     return resolve()
 
 
 def fetch(url: str, folder: Path) -> Path:
-    """Download `url` into `folder`, resumable, and keep it only if its sha256 matches the
-    prefix in its name: a wrong file never reaches the cache under the real name."""
+    """Download `url` into `folder`, resumable, and keep it only if its sha256 is the one
+    expected: a wrong file never reaches the cache under the real name."""
     from pipeline.data.download import download
 
     name = url.rsplit("/", 1)[-1]
+    expected = expected_sha256()  # a malformed PIPELINE_FID_SHA256 fails before downloading
     folder.mkdir(parents=True, exist_ok=True)
     staged = download(url, folder / f"{name}.unverified")
     try:
-        verify(staged, expected_prefix(name), what=f"downloaded {name}")
+        verify(staged, expected, what=f"downloaded {name}")
     except PipelineError:
         staged.unlink(missing_ok=True)
         raise
@@ -134,12 +143,13 @@ def fetch(url: str, folder: Path) -> Path:
     return final
 
 
-def verify(file: Path, prefix: str, what: str | None = None) -> str:
+def verify(file: Path, expected: str, what: str | None = None) -> str:
+    """The sha256 of `file`, when it is `expected` (all 64 hex digits); else a PipelineError."""
     digest = sha256(file)
-    if not digest.startswith(prefix):
+    if digest != expected:
         raise PipelineError(
-            f"{what or file} is not the FID Inception weights: its sha256 is {digest[:16]}..., "
-            f"expected {prefix}... (a converted copy can be allowed with PIPELINE_FID_SHA256)"
+            f"{what or file} is not the FID Inception weights: its sha256 is {digest}, "
+            f"expected {expected} (allow a converted copy with PIPELINE_FID_SHA256=<its sha256>)"
         )
     return digest
 

@@ -8,13 +8,15 @@ be an image is skipped and listed in the manifest like any bad record. Each imag
 largest centred square and resized with Lanczos. Everything is the `train` split, unless
 `--val FRACTION` holds out as `val` the images whose relative path hashes into the fraction.
 
-Labels, one or more groups of classes, each an int16 column holding a class index:
+Labels, one or more groups of classes (at most 32,768 each), each an int16 column holding a
+class index:
 
 - No `--labels`: when the images sit in two or more sub-folders, the top-level sub-folder is
   the class (one group `label`, classes = the sorted folder names; images directly in the
   root get a null label). A single sub-folder (e.g. `extra_data/images/`) is no class at all.
-- `--labels CSV` with a header row (its first cell made of the words in `ID_HEADER_WORDS`, e.g.
-  `id,hair,eyes`, `file,label`, `image_name,breed`): one group per column after the first.
+- `--labels CSV` with a header row (its first cell made of the words in
+  `labels_csv.ID_HEADER_WORDS`, e.g. `id,hair,eyes`, `file,label`, `image_name,breed`): one
+  group per column after the first.
 - `--labels CSV` without a header: rows are `id,<tags>`. When the first row's tags are two or
   more `<value> <group>` pairs of single words (the anime set's `0,aqua hair aqua eyes`), each
   group word is a group (`hair`, `eyes`) and every row must carry the same groups in the same
@@ -23,9 +25,10 @@ Labels, one or more groups of classes, each an int16 column holding a class inde
 One group is the column `label`; several are `label_<group>` (`label_hair`, `label_eyes`).
 A group's classes are the values seen in the WHOLE CSV, sorted (numerically when they are all
 integers), so the class indices do not depend on which images are present. An empty cell is a
-missing label (null). Blank lines are ignored. Any other row out of form (wrong number of
-columns, tags not in the form of the first row, an empty id, an id given twice) is an error
-naming the file and line: a label file that is half right is not applied half-way.
+missing label (null). Blank lines are ignored. Any other row out of form (a quote that does
+not close, a quoted cell over several lines, wrong number of columns, tags not in the form of
+the first row, an empty id, an id given twice) is an error naming the file and line: a label
+file that is half right is not applied half-way.
 
 CSV ids match images by relative path (`images/0.jpg`), by relative path without extension
 (`images/0`), or by bare file stem (`0`) when that stem is unique. Rows whose id names no image
@@ -35,8 +38,6 @@ keep a null label.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections import defaultdict
@@ -46,20 +47,16 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data import limits
-from pipeline.data.sources.annotations import read_text
 from pipeline.data.sources.base import Plan, Record, Source, check_val, fingerprint, held_out_key
+from pipeline.data.sources.labels_csv import LabelTable, read_labels_csv
 from pipeline.data.transforms import BadRecord, Recipe
 from pipeline.errors import PipelineError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# A header row's first cell is made of these words only (`id`, `file`, `image_name`, `Img ID`);
-# anything else in the first row's first cell (`0`, `img_001`, `cat.jpg`) is an image id.
-ID_HEADER_WORDS = frozenset(
-    {"id", "file", "filename", "fname", "image", "img", "name", "path", "key", "stem"}
-)
 # Root folder names that say nothing about the dataset: the default name uses the parent's.
 GENERIC_ROOTS = ("extra_data", "images", "imgs", "img", "data", "train", "all", "photos")
 MISSING = -1
+MAX_CLASSES = np.iinfo(np.int16).max + 1  # class indices 0..32767 in an int16 column
 EXAMPLES = 3
 
 
@@ -253,6 +250,15 @@ def find_images(root: Path) -> list[tuple[str, int, int]]:
             if name.startswith(".") or not name.lower().endswith(EXTENSIONS):
                 continue
             path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            try:
+                relative.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(relative).decode("utf-8", "backslashreplace")
+                raise PipelineError(
+                    f"the file name '{shown}' under {root} is not UTF-8; rename it (e.g. with "
+                    "convmv) or move it out of --root"
+                ) from None
             try:
                 stat = path.stat()
             except OSError as exc:
@@ -261,7 +267,7 @@ def find_images(root: Path) -> list[tuple[str, int, int]]:
                 ) from None
             if not path.is_file():
                 continue
-            found.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+            found.append((relative, stat.st_size, stat.st_mtime_ns))
     found.sort()
     return found
 
@@ -277,6 +283,7 @@ def folder_labels(paths: list[str], notes: list[str], counts: dict) -> tuple[lis
                 "(sub-folder labels need two or more class folders; or pass --labels)"
             )
         return [], {}
+    check_class_count("label", classes, "the sub-folders of --root")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[t] if t is not None else MISSING for t in top], dtype=np.int16)
     loose = int((labels == MISSING).sum())
@@ -291,110 +298,6 @@ def folder_labels(paths: list[str], notes: list[str], counts: dict) -> tuple[lis
 
 
 # -- labels from a CSV ---------------------------------------------------------------------
-
-
-@dataclass
-class LabelTable:
-    """A parsed labels CSV: per row its line, its id and one value (or None) per group."""
-
-    path: Path
-    sha256: str
-    groups: list[str]
-    columns: list[str]
-    headers: list[str] | None
-    rows: list[tuple[int, str, list[str | None]]]
-
-
-def read_labels_csv(path: Path) -> LabelTable:
-    """Parse a labels CSV by the rules in this module's docstring (errors name file and line)."""
-    text, sha256 = read_text(
-        path,
-        "labels file {path} is not UTF-8 text (byte {byte}); save it as UTF-8 CSV",
-        encoding="utf-8-sig",
-    )
-
-    def bad(line: int, why: str) -> PipelineError:
-        return PipelineError(f"labels file {path} line {line}: {why}; fix or remove that row")
-
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records: list[tuple[int, list[str]]] = []
-    try:
-        for row in reader:
-            cells = [c.strip() for c in row]
-            while cells and not cells[-1]:
-                cells.pop()  # trailing commas
-            if cells:
-                records.append((reader.line_num, cells))
-    except csv.Error as exc:
-        raise bad(reader.line_num, f"not valid CSV ({exc})") from None
-    if not records:
-        raise PipelineError(f"labels file {path} holds no rows; pass a CSV such as `id,label`")
-
-    if all(len(cells) == 1 for _, cells in records):
-        raise PipelineError(
-            f"labels file {path} has no label column (first line: "
-            f"{records[0][1][0][:60]!r}); it must be comma-separated: id,label"
-        )
-    first_line, first = records[0]
-    headers = None
-    if set(re.split(r"[\s_-]+", first[0].lower())) <= ID_HEADER_WORDS:
-        headers = first[1:]
-        if not headers or any(not h for h in headers):
-            raise bad(
-                first_line,
-                "a header row needs a name for every column after the id (e.g. id,hair,eyes)",
-            )
-        records = records[1:]
-        if len(headers) == 1:
-            groups, columns = ["label"], ["label"]
-        else:
-            groups = list(headers)
-            columns = [f"label_{_slug(h)}" for h in headers]
-        width = len(headers)
-        pairs = False
-    else:
-        width = 1
-        words = first[1].split() if len(first) > 1 else []
-        pairs = len(words) >= 4 and len(words) % 2 == 0
-        if pairs:
-            groups = words[1::2]
-            columns = [f"label_{_slug(g)}" for g in groups]
-        else:
-            groups, columns = ["label"], ["label"]
-    for what in (groups, columns):
-        repeated = sorted({g for g in what if what.count(g) > 1})
-        if repeated:
-            raise bad(first_line, f"group {repeated[0]!r} appears twice")
-    if any(c == "label_" for c in columns):
-        raise bad(first_line, "a group name needs a letter or a digit")
-
-    form = " ".join(f"<value> {g}" for g in groups)
-    rows: list[tuple[int, str, list[str | None]]] = []
-    for line, cells in records:
-        if len(cells) > width + 1:
-            expected = "id," + ",".join(headers) if headers else "id,tags"
-            raise bad(line, f"{len(cells)} columns, expected {width + 1} ({expected})")
-        if not cells[0]:
-            raise bad(line, "the id is empty")
-        values = [c or None for c in cells[1:]] + [None] * (width + 1 - len(cells))
-        if pairs and values[0] is not None:
-            words = values[0].split()
-            if len(words) != 2 * len(groups) or words[1::2] != groups:
-                raise bad(
-                    line, f"tags {values[0]!r} are not in the form {form!r} of line {first_line}"
-                )
-            values = list(words[0::2])
-        elif pairs:
-            values = [None] * len(groups)
-        rows.append((line, cells[0], values))
-    return LabelTable(
-        path=path,
-        sha256=sha256,
-        groups=groups,
-        columns=columns,
-        headers=headers,
-        rows=rows,
-    )
 
 
 def match_labels(
@@ -413,6 +316,8 @@ def match_labels(
         _sorted_classes({v[g] for _, _, v in table.rows if v[g] is not None})
         for g in range(len(table.groups))
     ]
+    for group, cs in zip(table.groups, classes, strict=True):
+        check_class_count(group, cs, f"labels file {table.path}")
     class_index = [{c: i for i, c in enumerate(cs)} for cs in classes]
     labels = np.full((len(table.groups), len(paths)), MISSING, dtype=np.int16)
     seen_ids: dict[str, int] = {}
@@ -481,14 +386,20 @@ def match_labels(
     return groups, {g.column: labels[i] for i, g in enumerate(groups)}
 
 
+def check_class_count(group: str, classes: list[str], where: str) -> None:
+    """A label column is int16: a group of more classes than it can index is refused."""
+    if len(classes) > MAX_CLASSES:
+        raise PipelineError(
+            f"{where}: group {group!r} has {len(classes):,} classes, more than the "
+            f"{MAX_CLASSES:,} a label column holds (e.g. {', '.join(classes[:EXAMPLES])}); "
+            "a label names a class, not one image"
+        )
+
+
 def _sorted_classes(values: set[str]) -> list[str]:
     if values and all(re.fullmatch(r"-?\d+", v) for v in values):
         return sorted(values, key=int)
     return sorted(values)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 def _strip_extension(path: str) -> str:

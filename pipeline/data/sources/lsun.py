@@ -10,6 +10,7 @@ must not cross a fork or a pickle). Values are decoded by content.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,8 @@ def locate(
     from pipeline.settings import data_dir
 
     home = data_dir() / "lsun"
+    if url is not None:
+        release_url(url, category, "train")  # a bad template fails before anything is fetched
     if download:
         for split in ("train", "val"):
             if not (home / f"{category}_{split}_lmdb" / "data.mdb").is_file():
@@ -174,6 +177,25 @@ def locate(
     )
 
 
+def release_url(template: str, category: str, split: str) -> str:
+    """The zip's URL from a `--url` template, whose only placeholders are {category} and
+    {split}; anything else in braces is a `PipelineError` naming them."""
+    allowed = "the placeholders allowed are {category} and {split} ({{ and }} for a brace)"
+    try:
+        fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError as exc:
+        raise PipelineError(
+            f"--url {template!r} is not a valid template ({exc}); {allowed}"
+        ) from None
+    for _, name, spec, conversion in fields:
+        if name not in ("category", "split") or spec or conversion:
+            field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise PipelineError(
+                f"--url {template!r} has an unknown placeholder {{{field}}}; {allowed}"
+            )
+    return template.format(category=category, split=split)
+
+
 def download_release(category: str, split: str, home: Path, template: str) -> Path:
     """Download one release zip and move its `<category>_<split>_lmdb/` folder into `home`.
 
@@ -189,7 +211,7 @@ def download_release(category: str, split: str, home: Path, template: str) -> Pa
             f"{category} {split}, or pass --lmdb"
         )
     download_and_extract(
-        template.format(category=category, split=split),
+        release_url(template, category, split),
         home,
         name=f"{folder}.zip",
         max_bytes=MAX_ZIP_BYTES,

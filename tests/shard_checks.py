@@ -74,13 +74,16 @@ def measured_command(*args, timeout: float = 300) -> tuple[Ran, float]:
     """`pipeline ARGS` in a process of its own (an ingest with --workers 1 runs there, not in
     workers) and its peak resident memory in MiB, for the tests that bound what an input may
     cost."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a big
+    # pytest process (1.9 GB late in the suite) would report the parent's peak as its own.
     code = (
-        "import resource, runpy, sys\n"
+        "import runpy, sys\n"
         "sys.argv = ['pipeline', *sys.argv[1:]]\n"
         "try:\n"
         "    runpy.run_module('stages.cli', run_name='__main__')\n"
         "finally:\n"
-        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    with open('/proc/self/status') as status:\n"
+        "        peak = next(l.split()[1] for l in status if l.startswith('VmHWM:'))\n"
         "    print(f'peak-rss-kib {peak}', file=sys.stderr)\n"
     )
     done = subprocess.run(

@@ -303,6 +303,7 @@ def test_poisson_blend_keeps_the_pixels_outside_the_hole(cli, trained, tmp_path)
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # three training runs
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(celeba64, tmp_path):
     phases = ["completion.phase_unit=epochs", "completion.tc=0.3", "completion.td=0.2",
               "completion.eval_images=8"]  # fmt: skip

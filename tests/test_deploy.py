@@ -234,6 +234,7 @@ def pipeline_commands() -> list[list[str]]:
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # an S3 server and the datasets the commands name
 def test_every_pipeline_command_they_run_passes_dry_run(cli, tmp_path, monkeypatch):
     """The datasets the commands name are made where they say (a real S3-compatible server,
     the real samples), so `--dry-run` checks the configs against real manifests."""

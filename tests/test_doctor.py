@@ -4,6 +4,8 @@ MLflow server that does not answer."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.s3_server import BUCKET, S3Server
 
 
@@ -18,6 +20,7 @@ def test_a_laptop_is_green_and_nothing_is_created(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # an S3 server started and stopped
 def test_locations_in_a_bucket_green_then_red_when_the_server_stops(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with S3Server(tmp_path / "s3") as s3:

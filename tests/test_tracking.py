@@ -127,6 +127,7 @@ def _start_log_finish(uri: str, index: int) -> str:
     return handle.run_id
 
 
+@pytest.mark.slow  # several processes
 def test_concurrent_processes_on_a_fresh_store(processes, tmp_path):
     """Four processes create (prepare_store: locked), then write to, one fresh store."""
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"  # the folder does not exist yet either

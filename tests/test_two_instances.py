@@ -45,6 +45,7 @@ def finish(process: subprocess.Popen, timeout: float) -> str:
     return output
 
 
+@pytest.mark.slow  # a local Ray
 def test_a_fresh_homes_local_ray_runs_on_a_token_for_this_user_alone(tmp_path):
     """A machine where Ray never ran (no ~/.ray): the local Ray a command starts uses the token
     `start_ray` wrote, mode 600; Ray's own would be readable by every user."""
@@ -59,6 +60,7 @@ def test_a_fresh_homes_local_ray_runs_on_a_token_for_this_user_alone(tmp_path):
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.slow  # two Ray instances
 def test_the_workers_of_a_local_ray_reach_their_own_instance(tmp_path, monkeypatch):
     """What Ray Train's placement-group cleaner does in its actor (Ray's state API with no
     address) answers from a worker of `start_ray`'s instance while a `ray start` instance

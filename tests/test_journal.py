@@ -273,8 +273,21 @@ def test_tune_resume_delivers_what_the_sweep_kept(server):
                                parent_run_id=parent.run_id)  # fmt: skip
     other = tracking.start_run(server.uri, "celeba-64/dcgan", "other", {"lr_g": 2e-4})
     server.stop()
-    for handle in (parent, trial, other):
+    for handle in (parent, trial):
         Tracker(handle).log_metrics({"fid_standin": 3.0}, step=64)
+    # Another run's journal, of a process that ended while the server was away: logged here,
+    # its live sender could deliver it as soon as the server is back (the race this test lost
+    # one run in several).
+    script = (
+        "import sys; from pipeline.tracking import RunHandle, Tracker; "
+        "Tracker(RunHandle(*sys.argv[1:])).log_metrics({'fid_standin': 3.0}, step=64)"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", script, *other.to_dict().values()],
+        env={**os.environ, "PIPELINE_TRACKING_WAIT_S": "0"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-2000:]
     server.start()
     said: list[str] = []
     assert deliver_kept(server.uri, parent.run_id, said.append) == 2

@@ -135,5 +135,11 @@ class RayContext:
 
         found = ray.train.get_checkpoint()  # a restarted worker group goes on from its last
         if found is not None:
-            return Path(found.to_directory())
+            # A folder of this rank's own: in Ray's shared default folder a rank that came late
+            # downloaded the checkpoint again over the file another rank was reading (one CI
+            # run: "checkpoint.pt is not a pipeline checkpoint (RuntimeError)" after a restart).
+            import tempfile
+
+            own = tempfile.mkdtemp(prefix=f"pipeline-restore-rank{self.rank}-")
+            return Path(found.to_directory(own))
         return given_checkpoint(self.loop_config, self.handle)

@@ -7,8 +7,11 @@ blocks patched to behave like the TF 2015-12-05 graph of the original FID code:
   padding out of the mean (TF's `count_include_pad=False`);
 - the last InceptionE pools its side branch with a max pool, not an average pool
   (a quirk of the TF graph);
-- batch norm eps 1e-3; no auxiliary head; a 1008-class `fc` kept only so the standard
-  weights file loads unchanged.
+- batch norm eps 1e-3; no auxiliary head.
+
+The TF graph's 1008-way `fc` serves the Inception Score: with `logits=True` the network also
+returns pool3 @ fc.weight^T, the logits WITHOUT the fc bias (torch-fidelity's
+`logits_unbiased`; stylegan2-ada drops the bias "to match the original" IS code).
 
 Input: float NCHW in [0, 1], any size; it is resized to 299x299 with bilinear
 interpolation (`align_corners=False`, as pytorch-fid) and scaled to [-1, 1]. The outputs are
@@ -19,6 +22,9 @@ Parameter names are those of `pt_inception-2015-12-05-6726825d.pth`.
     net = InceptionV3(dims=(2048,))
     load_weights(net, torch.load(path, weights_only=True))
     (features,) = net(images_0_1)        # (N, 2048)
+
+    net = InceptionV3(dims=(2048,), logits=True)
+    features, logits = net(images_0_1)   # (N, 2048), (N, 1008) for the Inception Score
 """
 
 from __future__ import annotations
@@ -164,9 +170,10 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3(nn.Module):
-    """FID's Inception-v3; `forward` returns one (N, d) feature matrix per entry of `dims`."""
+    """FID's Inception-v3; `forward` returns one (N, d) feature matrix per entry of `dims`,
+    then, with `logits=True`, the (N, 1008) unbiased logits of the Inception Score."""
 
-    def __init__(self, dims: tuple[int, ...] = (2048,), resize: bool = True):
+    def __init__(self, dims: tuple[int, ...] = (2048,), resize: bool = True, logits: bool = False):
         super().__init__()
         unknown = [d for d in dims if d not in BLOCK_OF_DIMS]
         if unknown or not dims:
@@ -175,7 +182,9 @@ class InceptionV3(nn.Module):
             )
         self.dims = tuple(dims)
         self.resize = resize
-        self.last_block = max(BLOCK_OF_DIMS[d] for d in dims)
+        self.logits = logits
+        # The logits need pool3, whichever feature layers were asked for.
+        self.last_block = 3 if logits else max(BLOCK_OF_DIMS[d] for d in dims)
         # Block 0: the stem up to the first max pool (64 channels).
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
@@ -196,7 +205,7 @@ class InceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, max_pool=False)
         self.Mixed_7c = InceptionE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008)  # the TF graph's logits: loaded, not used for FID
+        self.fc = nn.Linear(2048, 1008)  # the TF graph's logits: the IS, not FID
 
     def blocks(self):
         return (
@@ -218,7 +227,12 @@ class InceptionV3(nn.Module):
             found[index] = x
             if index == self.last_block:
                 break
-        return [F.adaptive_avg_pool2d(found[BLOCK_OF_DIMS[d]], 1).flatten(1) for d in self.dims]
+        out = [F.adaptive_avg_pool2d(found[BLOCK_OF_DIMS[d]], 1).flatten(1) for d in self.dims]
+        if self.logits:
+            pool3 = F.adaptive_avg_pool2d(found[3], 1).flatten(1)
+            # No bias: the original IS code takes the logits before the bias add.
+            out.append(F.linear(pool3, self.fc.weight))
+        return out
 
 
 class _MaxPool(nn.Module):
@@ -283,9 +297,10 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def build(backbone, dims: tuple[int, ...], device="cpu") -> InceptionV3:
-    """The network for a resolved `weights.Backbone`, in eval mode on `device`."""
-    net = InceptionV3(dims)
+def build(backbone, dims: tuple[int, ...], device="cpu", logits: bool = False) -> InceptionV3:
+    """The network for a resolved `weights.Backbone`, in eval mode on `device` (with
+    `logits=True` it also returns the Inception Score's unbiased logits)."""
+    net = InceptionV3(dims, logits=logits)
     if backbone.standin:
         state = standin_state_dict()
     else:

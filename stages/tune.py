@@ -48,7 +48,15 @@ def tune(
     ] = 0,
     metric: Annotated[
         str | None,
-        typer.Option("--metric", help="Metric to rank trials by (default: the space's, fid)."),
+        typer.Option(
+            "--metric",
+            help="Metric to rank trials by, or two for a Pareto front: fid,class_acc "
+            "(default: the space's).",
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="min or max, one per metric: min,max (default: the space's)."),
     ] = None,
     name: Annotated[
         str | None,
@@ -107,6 +115,7 @@ def tune(
         gpus_per_worker=gpus_per_worker,
         concurrent=concurrent,
         metric=metric,
+        mode=mode,
         name=name,
         overrides=tuple(set_ or ()),
         config_file=str(config) if config else None,
@@ -141,20 +150,32 @@ def _print_summary(result) -> None:
         console = Console(width=max(console.width, 160))
     table = Table(title=f"sweep {result.name}: best trials by {result.metric} ({result.mode})")
     keys = sorted({key for row in result.trials for key in row.params})
-    for column in ("#", "trial", "status", "epochs", result.metric, *keys, "MLflow run"):
+    # A second objective: its value at the trial's point (the best epoch on the first).
+    second = [f"{result.objectives[1][0]} there", "front"] if len(result.objectives) > 1 else []
+    columns = ("#", "trial", "status", "epochs", result.metric, *second, *keys, "MLflow run")
+    for column in columns:
         header = column.rsplit(".", 1)[-1]  # optim.lr_g -> lr_g
         table.add_column(header, justify="right" if column in ("#", "epochs") else "left")
     for rank, row in enumerate(result.trials[:10], 1):
+        point = [f"{row.point[2]:.4g}" if row.point else "-", "*" if row.on_front else ""]
         table.add_row(
             str(rank) if row.best is not None else "-",
             row.trial_id,
             row.status,
             str(row.epochs),
             f"{row.best:.4g}" if row.best is not None else "-",
+            *(point if second else []),
             *(_fmt(row.params.get(key)) for key in keys),
             row.run_id or "-",
         )
     console.print(table)
+    if result.front:
+        (first, mode1), (other, mode2) = result.objectives
+        console.print(
+            f"Pareto front of {first} ({mode1}) and {other} ({mode2}): "
+            f"{', '.join(row.trial_id for row in result.front)} (pareto.csv, plots/pareto.png; "
+            "their runs are tagged pipeline.pareto)"
+        )
     best = result.best
     console.print(
         f"best: trial {best.trial_id} ({result.metric} {best.best:.4g} at epoch "

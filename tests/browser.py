@@ -114,6 +114,21 @@ class Browser:
         missing = [word for word in words if word not in text]
         raise AssertionError(f"page never showed {missing}; it shows:\n{text[:3000]}")
 
+    def wait_for_image(self, width: int, timeout: float = 60) -> None:
+        """Until the page shows a loaded image `width` pixels wide (MLflow's artifact view draws
+        a PNG once it has downloaded it)."""
+        deadline = time.monotonic() + timeout
+        widths = []
+        while time.monotonic() < deadline:
+            widths = self.run(
+                "return Array.from(document.images).filter(i => i.complete)"
+                ".map(i => i.naturalWidth);"
+            )
+            if width in widths:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"no image {width} px wide was drawn; the page's: {widths}")
+
     def scroll_to_text(self, word: str, timeout: float = 60) -> str:
         """The page's text once `word` is in it, scrolling each virtualized table (MLflow renders
         only the rows in view: a compare page's metrics past the first dozen, say) a view at a

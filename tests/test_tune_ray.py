@@ -3,6 +3,10 @@ store, the anime hair/eye sample at 32 px, FID on the stand-in backbone (offline
 
 Slow: every trial pays Ray Train's start-up (~15 s here). On 2 CPUs, trials of 1 worker run
 two at a time; the resume test runs trials of 2 workers (DDP over gloo), one at a time.
+
+The ASHA sweep (`asha_sweep`, shared by several tests) ranks on two objectives as the shipped
+acgan space does: FID and, standing in for class_acc until every trial reports it, acc_fake
+(D's auxiliary classifier's accuracy on G's images: higher is better, reported every epoch).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tests.train_fixtures import anime_dataset
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+SECOND = "acc_fake"  # the sweeps' second objective; class_acc once trials report it
 SMALL = [
     "--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32",
     "--set", "batch_size=32", "--set", "fid.samples=96", "--set", "fid.dims=64",
@@ -58,8 +63,9 @@ def artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 
 @pytest.fixture(scope="module")
 def asha_sweep(anime, tmp_path_factory):
-    """The acgan space as shipped (rung at epoch 1, so ASHA can stop a trial in 2 epochs):
-    4 trials x 2 epochs, 1 worker each, two at a time; the best exported and registered."""
+    """The acgan space as shipped (rung at epoch 1, so ASHA can stop a trial in 2 epochs; its
+    second objective SECOND): 4 trials x 2 epochs, 1 worker each, two at a time; the best
+    exported and registered."""
     from typer.testing import CliRunner
 
     from stages.cli import app
@@ -67,6 +73,8 @@ def asha_sweep(anime, tmp_path_factory):
     folder = tmp_path_factory.mktemp("asha")
     space = yaml.safe_load((REPO / "tune_spaces" / "acgan.yaml").read_text())
     space["asha"]["grace_period"] = 1
+    assert space["metric"] == ["fid", "class_acc"] and space["mode"] == ["min", "max"]
+    space["metric"] = ["fid", SECOND]
     (folder / "acgan.yaml").write_text(yaml.safe_dump(space))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:
@@ -97,7 +105,8 @@ def test_asha_sweep_leaves_a_readable_sweep_in_mlflow(asha_sweep):
     assert parent.info.status == "FINISHED"
     params = parent.data.params
     assert params["sweep.scheduler"] == "asha" and params["sweep.trials"] == "4"
-    assert params["sweep.metric"] == "fid_standin"
+    assert params["sweep.metric"] == f"fid_standin, {SECOND}"
+    assert params["sweep.mode"] == "min, max"
     assert params["space.lambda_cls"] == "loguniform(0.1, 10.0)"
     assert params["fixed.fid.samples"] == "96"  # the value in force (--set beat the file)
 
@@ -139,7 +148,60 @@ def test_asha_sweep_leaves_a_readable_sweep_in_mlflow(asha_sweep):
     with Image.open(summary / "plots" / "fid_standin-curves.png") as plot:
         assert plot.size[0] > 300 and plot.getextrema()[0][0] < 255  # something drawn
     rows = (summary / "trials.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("trial_id,run_id,status,epochs,best_fid_standin")
+    assert len(rows) == 5 and rows[0].startswith(
+        "trial_id,run_id,status,epochs,best_fid_standin,best_epoch,last_fid_standin,"
+        f"last_{SECOND},pareto_epoch,pareto_fid_standin,pareto_{SECOND},on_front,"
+    )
+
+
+def test_two_objectives_leave_their_pareto_front_on_the_parent_run(asha_sweep, tmp_path):
+    """pareto.csv holds the front computed here from what MLflow has of each trial (its point:
+    the epoch best on FID, and SECOND at that epoch); the front's runs are tagged; the plot
+    is on the parent run."""
+    import csv
+
+    from mlflow import MlflowClient
+
+    result = asha_sweep["result"]
+    assert result.exit_code == 0, result.output
+    assert "asha stops trials by fid_standin alone (the first objective)" in result.stdout
+    assert f"Pareto front of fid_standin (min) and {SECOND} (max): " in result.stdout
+    client = MlflowClient(asha_sweep["uri"])
+    parent = parent_run(client, "asha")
+    trials = {t.data.tags["ray.trial_id"]: t for t in children(client, parent.info.run_id)}
+
+    def by_epoch(run_id: str, key: str) -> dict[int, float]:
+        epoch = {m.step: int(m.value) for m in client.get_metric_history(run_id, "epoch")}
+        return {epoch[m.step]: m.value for m in client.get_metric_history(run_id, key)}
+
+    points = {}
+    for trial_id, trial in trials.items():
+        fid = by_epoch(trial.info.run_id, "fid_standin")
+        second = by_epoch(trial.info.run_id, SECOND)
+        epoch = min((e for e in fid if e in second), key=lambda e: (fid[e], e))
+        points[trial_id] = (epoch, fid[epoch], second[epoch])
+
+    def dominates(q, p):  # lower FID, higher SECOND
+        return q[1] <= p[1] and q[2] >= p[2] and (q[1] < p[1] or q[2] > p[2])
+
+    front = {t for t, p in points.items() if not any(dominates(q, p) for q in points.values())}
+    assert front, points
+    table = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path)))
+    rows = list(csv.DictReader(table.read_text().splitlines()))
+    assert {row["trial_id"] for row in rows} == front
+    assert [float(r["fid_standin"]) for r in rows] == sorted(points[t][1] for t in front)
+    for row in rows:
+        epoch, fid, second = points[row["trial_id"]]
+        assert int(row["epoch"]) == epoch
+        assert float(row["fid_standin"]) == pytest.approx(fid, rel=1e-6)
+        assert float(row[SECOND]) == pytest.approx(second, rel=1e-6)
+        trial = trials[row["trial_id"]]
+        assert row["run_id"] == trial.info.run_id
+        assert float(row["lambda_cls"]) == pytest.approx(float(trial.data.params["lambda_cls"]))
+        assert row["model.norm_g"] == trial.data.params["model.norm_g"]
+    for trial_id, trial in trials.items():
+        assert trial.data.tags["pipeline.pareto"] == ("true" if trial_id in front else "false")
+    assert "plots/pareto.png" in artifacts(client, parent.info.run_id)
 
 
 def test_best_generator_exported_and_registered(asha_sweep, tmp_path):
@@ -173,7 +235,8 @@ def test_best_generator_exported_and_registered(asha_sweep, tmp_path):
 
 def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
     """`pipeline ui` on a free loopback port, opened in headless Chromium: the experiment page
-    shows the sweep and, expanded, its trials; each trial's page shows its FID."""
+    shows the sweep and, expanded, its trials; each trial's page shows its FID; the sweep's
+    run shows its Pareto plot."""
     from tests.browser import Browser, compare_url, pipeline_ui, require_chromium
 
     chromium = require_chromium()
@@ -202,6 +265,15 @@ def test_mlflow_ui_shows_the_sweep_in_a_browser(asha_sweep):
                          f"{trial.info.run_id}")  # fmt: skip
             value = repr(trial.data.metrics["fid_standin"])
             browser.wait_for_text(trial.info.run_name, "fid_standin", value[:8])
+        from PIL import Image
+
+        plot = asha_sweep["folder"] / "runs" / "sweeps" / "asha" / "summary" / "plots"
+        with Image.open(plot / "pareto.png") as image:
+            width = image.size[0]
+        browser.open(f"{url}/#/experiments/{parent.info.experiment_id}/runs/"
+                     f"{parent.info.run_id}/artifacts/plots/pareto.png")  # fmt: skip
+        browser.wait_for_text("plots/pareto.png")
+        browser.wait_for_image(width)  # downloaded and drawn
 
 
 def test_interrupted_sweep_resumes_without_duplicates(cli, anime, tmp_path):
@@ -314,16 +386,21 @@ def test_pbt_mutation_reaches_the_optimizer(cli, anime, tmp_path):
 
 
 def test_optuna_search_where_installed(cli, anime):
-    """The optuna extra (`pip install 'pipeline[optuna]'`): Optuna proposes the trials."""
+    """The optuna extra (`pip install 'pipeline[optuna]'`): Optuna proposes the trials, here
+    on two objectives given on the command line (a multi-objective study)."""
     pytest.importorskip("optuna", reason="the optuna extra is not installed")
     from mlflow import MlflowClient
 
     result = cli(
         "tune", "acgan", "--data", anime, "--search", "optuna", "--samples", "2",
-        "--max-epochs", "1", "--workers-per-trial", "1", "--name", "optuna", *SMALL,
+        "--max-epochs", "1", "--workers-per-trial", "1", "--name", "optuna",
+        "--scheduler", "fifo", "--metric", f"fid,{SECOND}", "--mode", "min,max", *SMALL,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert f"optuna searches fid_standin and {SECOND} together" in result.stdout
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     parent = parent_run(client, "optuna")
     assert parent.data.params["sweep.search"] == "optuna"
+    assert parent.data.params["sweep.metric"] == f"fid_standin, {SECOND}"
     assert len(children(client, parent.info.run_id)) == 2
+    assert "pareto.csv" in artifacts(client, parent.info.run_id)

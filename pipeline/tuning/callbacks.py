@@ -18,16 +18,20 @@ class TrialStatus(Callback):
         self.plan = plan  # a frozen dataclass of plain fields: pickled with the Tuner's state
 
     def __setstate__(self, state: dict) -> None:
-        # A sweep saved by an older version pickled the plan as a dict; --resume still works.
-        if isinstance(state.get("plan"), dict):
-            state = {**state, "plan": SweepPlan.from_dict(state["plan"])}
+        # A sweep saved by an older version pickled the plan as a dict, or without the fields
+        # added since (a pickled dataclass skips __init__ and its defaults): made anew, so
+        # --resume still works.
+        plan = state.get("plan")
+        if plan is not None:
+            fields = plan if isinstance(plan, dict) else vars(plan)
+            state = {**state, "plan": SweepPlan.from_dict(dict(fields))}
         self.__dict__.update(state)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         print(f"trial {trial.trial_id} started: {describe(trial.config)}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        keys = (self.plan.metric, "phase", "loss_d", "loss_g", "loss_c")
+        keys = (*self.plan.metrics, "phase", "loss_d", "loss_g", "loss_c")
         shown = [key for key in dict.fromkeys(keys) if key in result]
         values = ", ".join(f"{key} {result[key]:.4g}" for key in shown)
         print(f"trial {trial.trial_id} epoch {result.get('epoch')}: {values}", flush=True)

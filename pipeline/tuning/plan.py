@@ -25,7 +25,14 @@ from typing import Any
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.errors import PipelineError
-from pipeline.tuning.space import SCHEDULERS, SEARCHES, Space, check_values, load_space
+from pipeline.tuning.space import (
+    SCHEDULERS,
+    SEARCHES,
+    Space,
+    check_values,
+    load_space,
+    options_objectives,
+)
 
 PLAN_FILE = "sweep.json"
 OPTUNA_HINT = "pip install 'pipeline[optuna]'"
@@ -46,7 +53,8 @@ class SweepConfig:
     workers_per_trial: int | None = None
     gpus_per_worker: float | None = None
     concurrent: int = 0  # trials at once; 0 = as many as the cluster holds
-    metric: str | None = None
+    metric: str | None = None  # one metric, or two separated by a comma (a Pareto front)
+    mode: str | None = None  # min or max, one per metric ("min,max")
     name: str | None = None
     overrides: tuple[str, ...] = ()  # --set, on every trial's config
     config_file: str | None = None
@@ -74,7 +82,9 @@ class SweepPlan:
     search: str
     samples: int
     max_epochs: int
-    metric: str  # as reported (fid_standin when FID runs on the stand-in backbone)
+    # The first objective as reported (fid_standin when FID runs on the stand-in backbone)
+    # and as asked: the schedulers and the best trial go by it.
+    metric: str
     requested_metric: str
     mode: str
     workers_per_trial: int
@@ -82,6 +92,17 @@ class SweepPlan:
     trials: int  # how many trials the sweep will have in all
     overrides: list = field(default_factory=list)  # --set, for the record
     parent: dict = field(default_factory=dict)  # the MLflow parent run (RunHandle fields)
+    # Every objective, {"metric": as reported, "requested": as asked, "mode": min|max}; with
+    # two, the sweep also finds their Pareto front. Empty in a plan from before objectives.
+    objectives: list = field(default_factory=list)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(o["metric"] for o in self.objectives) or (self.metric,)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(o["mode"] for o in self.objectives) or (self.mode,)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -306,8 +327,8 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
     # The --set values win over the fixed ones, so the space's values are tried on the base.
     check_values(replace(space, fixed={}), build)
 
-    requested = config.metric or space.metric
-    metric, base = _metric(requested, base, manifest, say)
+    requested, modes = options_objectives(space, config.metric, config.mode)
+    metrics, base = _metrics(requested, base, manifest, say)
     grid_size = math.prod(len(p.values) for p in space.params if is_grid(p, search))
     experiment = base.experiment or tracking.default_experiment(manifest["name"], config.model)
     plan = SweepPlan(
@@ -325,13 +346,17 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
         search=search,
         samples=samples,
         max_epochs=max_epochs,
-        metric=metric,
-        requested_metric=requested,
-        mode=space.mode,
+        metric=metrics[0],
+        requested_metric=requested[0],
+        mode=modes[0],
         workers_per_trial=workers,
         concurrent=config.concurrent,
         trials=samples * grid_size,
         overrides=list(config.overrides),
+        objectives=[
+            {"metric": m, "requested": r, "mode": d}
+            for m, r, d in zip(metrics, requested, modes, strict=True)
+        ],
     )
     return plan, space
 
@@ -437,18 +462,19 @@ def _check_search(space: Space, search: str, scheduler: str) -> None:
             ) from None
 
 
-def _metric(requested: str, base, manifest: dict, say) -> tuple[str, Any]:
-    """The metric name trials report: FID and KID are `*_standin` on the stand-in backbone.
+def _metrics(requested: tuple[str, ...], base, manifest: dict, say) -> tuple[list[str], Any]:
+    """The metric names trials report: FID and KID are `*_standin` on the stand-in backbone.
     Resolves the FID weights once, here, so the trials need not."""
-    if requested not in ("fid", "kid"):
-        return requested, base
+    needs_fid = [name for name in requested if name in ("fid", "kid")]
+    if not needs_fid:
+        return list(requested), base
     if not base.fid.every:
         raise ConfigError(
-            f"--metric {requested} needs FID during training: set fid.every >= 1 (under fixed: "
-            "in the space file, or --set fid.every=1)"
+            f"--metric {needs_fid[0]} needs FID during training: set fid.every >= 1 (under "
+            "fixed: in the space file, or --set fid.every=1)"
         )
     from pipeline.metrics.config import metric_name
     from pipeline.training.driver import prepare_fid
 
     base, backbone = prepare_fid(base, manifest, say=say)
-    return metric_name(requested, backbone.standin), base
+    return [metric_name(n, backbone.standin) if n in needs_fid else n for n in requested], base

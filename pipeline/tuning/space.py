@@ -2,6 +2,9 @@
 
     metric: fid            # what the sweep ranks trials by ("fid" becomes "fid_standin"
     mode: min              #   when no Inception weights exist); min or max
+    # or two objectives, one mode each: the sweep also finds their Pareto front (pareto.py)
+    # metric: [fid, class_acc]
+    # mode: [min, max]
     defaults:              # used unless the command line says otherwise
       scheduler: asha      # asha | pbt | fifo
       search: random       # random | grid | optuna
@@ -23,7 +26,8 @@
 
 Keys are the training config's dotted keys (`pipeline train --dry-run` prints them). A bad
 file is a `ConfigError` naming the file and the key: an unknown key, an empty choice, low above
-high, or (checked by the sweep once the dataset is known) a value the model rejects.
+high, more than two metrics or not one mode per metric, or (checked by the sweep once the
+dataset is known) a value the model rejects.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
 SCHEDULERS = ("asha", "pbt", "fifo")
 SEARCHES = ("random", "grid", "optuna")
 MODES = ("min", "max")
+MAX_OBJECTIVES = 2  # a Pareto front of two reads as one plot; more would need another design
 TOP_KEYS = ("metric", "mode", "defaults", "asha", "pbt", "fixed", "search")
 # What the sweep itself sets for every trial: not for a space file to search or fix.
 SWEEP_OWNED = ("family", "epochs", "data.dataset", "workers", "gpus_per_worker", "run_name",
@@ -75,8 +80,8 @@ class Param:
 @dataclass(frozen=True)
 class Space:
     file: str
-    metric: str = "fid"
-    mode: str = "min"
+    metrics: tuple[str, ...] = ("fid",)  # the objectives: the first ranks, schedules, picks
+    modes: tuple[str, ...] = ("min",)  # the best trial; a second makes a Pareto front
     scheduler: str = "asha"
     search: str = "random"
     samples: int = 8
@@ -91,14 +96,23 @@ class Space:
     fixed: dict[str, Any] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
 
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> str:
+        return self.modes[0]
+
     def param(self, key: str) -> Param:
         return next(p for p in self.params if p.key == key)
 
     def to_dict(self) -> dict:
         """The space as plain data, in the file's own shape (for MLflow and sweep.json)."""
+        one = len(self.metrics) == 1
         return {
-            "metric": self.metric,
-            "mode": self.mode,
+            "metric": self.metric if one else list(self.metrics),
+            "mode": self.mode if one else list(self.modes),
             "defaults": {k: getattr(self, k) for k in SECTIONS["defaults"]},
             "asha": {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
             "pbt": {
@@ -134,11 +148,9 @@ def load_space(file: str | Path) -> Space:
     known = config_keys()
     values: dict[str, Any] = {"file": where}
 
-    metric = data.get("metric", "fid")
-    if not isinstance(metric, str) or not metric:
-        raise bad("metric", f"must be a metric name such as fid, got {metric!r}")
-    values["metric"] = metric
-    values["mode"] = _one_of(data.get("mode", "min"), MODES, lambda m: bad("mode", m))
+    values["metrics"], values["modes"] = objectives(
+        data.get("metric", "fid"), data.get("mode", "min"), bad, "mode: [min, max]"
+    )
 
     # The sweep's settings: defaults, asha, pbt, each key checked by its entry in SECTIONS.
     for section, checks in SECTIONS.items():
@@ -219,6 +231,55 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "mutate": _key_list,
     },
 }
+
+
+def objectives(
+    metric: Any, mode: Any, bad: Callable[[str, str], ConfigError], example: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(metrics, modes) from a metric and a mode, each one name or a list: one metric and one
+    mode, or two metrics and two modes. `bad(key, message)` makes the error; `example` shows
+    two modes written where they were given (a file's `mode: [min, max]`, `--mode min,max`)."""
+    metrics = tuple(metric) if isinstance(metric, list) else (metric,)
+    modes = tuple(mode) if isinstance(mode, list) else (mode,)
+    if not metrics or not all(isinstance(m, str) and m for m in metrics):
+        raise bad("metric", f"must be a metric name such as fid, or two, got {metric!r}")
+    if len(metrics) > MAX_OBJECTIVES:
+        raise bad("metric", f"names {len(metrics)} metrics ({', '.join(metrics)}); a sweep "
+                  f"ranks by one, or by two on a Pareto front")  # fmt: skip
+    if len(set(metrics)) < len(metrics):
+        raise bad("metric", f"names a metric twice: {', '.join(metrics)}")
+    for value in modes:
+        _one_of(value, MODES, lambda m: bad("mode", m))
+    if len(modes) != len(metrics):
+        hint = f", e.g. {example}" if len(metrics) == MAX_OBJECTIVES else ""
+        raise bad("mode", f"{len(modes)} mode(s) ({', '.join(map(str, modes))}) for "
+                  f"{len(metrics)} metric(s) ({', '.join(metrics)}); give one mode per "
+                  f"metric{hint}")  # fmt: skip
+    return metrics, modes
+
+
+def options_objectives(
+    space: Space, metric: str | None, mode: str | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The metrics and modes a command asks for: `--metric a,b` and `--mode min,max` over the
+    space's. One `--metric` without `--mode` keeps the space's first mode, as it always did."""
+    if metric is None and mode is None:
+        return space.metrics, space.modes
+    metrics = _split(metric) if metric is not None else list(space.metrics)
+    if mode is not None:
+        modes = _split(mode)
+    else:
+        modes = [space.mode] if len(metrics) == 1 else list(space.modes)
+
+    def bad(key: str, message: str) -> ConfigError:
+        given = metric if key == "metric" else mode
+        return ConfigError(f"--{key} {given}: {message}" if given is not None else message)
+
+    return objectives(metrics, modes, bad, "--mode min,max")
+
+
+def _split(option: str) -> list[str]:
+    return [part.strip() for part in option.split(",")]
 
 
 def check_values(space: Space, build: Callable[[dict[str, Any]], object]) -> None:

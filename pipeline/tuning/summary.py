@@ -5,9 +5,12 @@ On the parent run (and in `<sweep folder>/summary/`):
     trials.csv                        one row per trial: id, run, status, epochs, metric, params
     plots/<metric>-vs-<param>.png     each trial's best metric against each searched parameter
     plots/<metric>-curves.png         the metric per epoch, every trial in one chart
+    pareto.csv, plots/pareto.png      with two objectives: the trials on their Pareto front
+                                      (pareto.py), each of whose runs is tagged `pipeline.pareto`
 
-The best trial's run is tagged `pipeline.best`, each trial's best checkpoint is logged to its
-own child run, and the best generator can be exported to a folder or the model registry.
+The best trial (by the first objective) is tagged `pipeline.best`, each trial's best
+checkpoint is logged to its own child run, and the best generator can be exported to a
+folder or the model registry.
 Plots are drawn with matplotlib's Agg backend (no display needed).
 """
 
@@ -16,12 +19,14 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import flatten
 from pipeline.errors import PipelineError, one_line
+from pipeline.tuning import pareto
 from pipeline.tuning.plan import PLAN_FILE, SweepPlan
 from pipeline.tuning.space import Space
 
@@ -39,6 +44,11 @@ class TrialRow:
     checkpoint: str | None  # the Train checkpoint of the best epoch
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
     error: str | None = None
+    # A second objective: its curve, the trial's point (pareto.trial_point), on the front.
+    second: list[tuple[int, float]] = field(default_factory=list)
+    point: tuple[int, float, float] | None = None
+    on_front: bool = False
+    reported: tuple[str, ...] = ()  # every metric the trial reported to Tune
 
 
 @dataclass
@@ -57,6 +67,9 @@ class SweepResult:
     summary: Path  # the table and plots on this machine (also on the parent run)
     exported: Path | None = None
     registered: str | None = None  # "NAME version N"
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # (metric, mode) each
+    front: list[TrialRow] = field(default_factory=list)  # two objectives: the Pareto front
+    notes: list[str] = field(default_factory=list)  # lines to say at the end of the sweep
 
 
 def start_parent(plan: SweepPlan, space: Space) -> SweepPlan:
@@ -74,7 +87,7 @@ def start_parent(plan: SweepPlan, space: Space) -> SweepPlan:
             "pipeline.kind": "sweep",
             "pipeline.dataset": plan.dataset_name,
             "pipeline.family": plan.family,
-            "pipeline.metric": plan.metric,
+            "pipeline.metric": ", ".join(plan.metrics),
         },
     )
     plan = replace(plan, parent=parent.to_dict())
@@ -92,8 +105,8 @@ def parent_params(plan: SweepPlan, space: Space) -> dict:
         "sweep.samples": plan.samples,
         "sweep.trials": plan.trials,
         "sweep.max_epochs": plan.max_epochs,
-        "sweep.metric": plan.metric,
-        "sweep.mode": plan.mode,
+        "sweep.metric": ", ".join(plan.metrics),
+        "sweep.mode": ", ".join(plan.modes),
         "sweep.workers_per_trial": plan.workers_per_trial,
         "sweep.concurrent": plan.concurrent,
         "sweep.space_file": plan.space_file,
@@ -116,6 +129,8 @@ def parent_params(plan: SweepPlan, space: Space) -> dict:
 
 def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
     """One row per trial of Tune's ResultGrid, with its MLflow run and its metric curve."""
+    from ray.tune.result import AUTO_RESULT_KEYS
+
     from pipeline import tracking
 
     rows = []
@@ -124,14 +139,20 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
         metrics = dict(result.metrics or {})
         trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial-")
         handle = plan.trial_run(trial_id)
-        curve, checkpoints = [], {}
-        if frame is not None and plan.metric in frame:
-            for _, record in frame.iterrows():
-                value = record.get(plan.metric)
+        curves, checkpoints = {name: [] for name in plan.metrics}, {}
+        for _, record in frame.iterrows() if frame is not None else ():
+            for name, points in curves.items():
+                value = record.get(name)
                 if value is not None and not math.isnan(value):
                     epoch = int(record["epoch"])
-                    curve.append((epoch, float(value)))
-                    checkpoints[epoch] = _location(plan, record.get("checkpoint_path"))
+                    points.append((epoch, float(value)))
+                    if name == plan.metric:
+                        checkpoints[epoch] = _location(plan, record.get("checkpoint_path"))
+        curve, second = curves[plan.metric], curves[plan.metrics[-1]] if len(curves) > 1 else []
+        reported = () if frame is None else tuple(
+            sorted(key for key in frame.columns
+                   if frame[key].dtype.kind in "fi" and key not in AUTO_RESULT_KEYS)
+        )  # fmt: skip
         best = None
         if curve:
             pick = min if plan.mode == "min" else max
@@ -154,6 +175,9 @@ def trial_rows(plan: SweepPlan, results) -> list[TrialRow]:
                 checkpoint=checkpoints.get(best[0]) if best else None,
                 curve=curve,
                 error=one_line(result.error) if result.error else None,
+                second=second,
+                point=pareto.trial_point(curve, second, plan.mode) if second else None,
+                reported=reported,
             )
         )
     return rows
@@ -187,12 +211,29 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
     best = ranked[0] if ranked else None
     out = _summary_folder(plan)
     out.mkdir(parents=True, exist_ok=True)
-    files = [write_csv(out / "trials.csv", rows, plan.metric)]
+    front, notes, pointed = [], [], [row for row in rows if row.point is not None]
+    if len(plan.metrics) > 1:
+        front = [pointed[i] for i in pareto.front([r.point[1:] for r in pointed], plan.modes)]
+        for row in front:
+            row.on_front = True
+        if not pointed:
+            notes.append(_no_front(plan, rows))
+    files = [write_csv(out / "trials.csv", rows, plan.metrics)]
     files += write_plots(out / "plots", rows, plan.metric, plan.space)
+    if front:
+        files.append(pareto.write_front_csv(out / "pareto.csv", front, plan.metrics))
+        files.append(pareto.plot_front(out / "plots" / "pareto.png", pointed, front,
+                                       plan.metrics, plan.modes, plan.space["search"]))  # fmt: skip
     parent = plan.parent_handle()
     tracker = tracking.Tracker(parent)
     tracker.log_artifact(files[0])
     tracker.log_artifact(out / "plots", "plots")
+    if front:
+        tracker.log_artifact(out / "pareto.csv")
+        for row in rows:  # "false" too: a resumed sweep's front may have changed
+            if row.run_id:
+                on = "true" if row.on_front else "false"
+                tracking.Tracker(plan.trial_run(row.trial_id)).set_tags({"pipeline.pareto": on})
     for row in rows:  # each trial's best checkpoint, in its own child run
         folder = ckpt.local_folder(row.checkpoint) if row.run_id and row.checkpoint else None
         if folder is not None:
@@ -220,6 +261,26 @@ def summarise(plan: SweepPlan, rows: list[TrialRow], status: str) -> SweepResult
         files=files,
         folder=plan.folder,
         summary=out,
+        objectives=list(zip(plan.metrics, plan.modes, strict=True)),
+        front=front,
+        notes=notes,
+    )
+
+
+def reported_metrics(rows: list[TrialRow]) -> str:
+    """What the trials reported, for a line about a metric none of them did."""
+    names = sorted({name for row in rows for name in row.reported})
+    return ", ".join(names) if names else "nothing (no trial got as far as a report)"
+
+
+def _no_front(plan: SweepPlan, rows: list[TrialRow]) -> str:
+    first, second = plan.metrics
+    missing = [m for m in plan.metrics if not any(m in row.reported for row in rows)]
+    what = (f"no trial reported {' or '.join(missing)}" if missing
+            else f"no trial reported {first} and {second} at the same epoch")  # fmt: skip
+    return (
+        f"{what}, so the sweep has no Pareto front (pareto.csv, plots/pareto.png); the "
+        f"trials report: {reported_metrics(rows)}"
     )
 
 
@@ -274,20 +335,29 @@ def export_best(plan: SweepPlan, result: SweepResult, folder: str | None, name: 
 # The table and the plots.
 
 
-def write_csv(path: Path, rows: list[TrialRow], metric: str) -> Path:
-    """trials.csv: one row per trial, its best and last metric, its searched values."""
+def write_csv(path: Path, rows: list[TrialRow], metrics: Sequence[str]) -> Path:
+    """trials.csv: one row per trial, its best and last metric, its searched values. With a
+    second objective also its last value, the trial's point (pareto.py) and whether it is on
+    the front."""
+    metric = metrics[0]
     keys = sorted({key for row in rows for key in row.params})
+    two = [f"last_{metrics[1]}", "pareto_epoch", f"pareto_{metric}", f"pareto_{metrics[1]}",
+           "on_front"] if len(metrics) > 1 else []  # fmt: skip
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["trial_id", "run_id", "status", "epochs", f"best_{metric}", "best_epoch",
-             f"last_{metric}", *keys, "error"]
+             f"last_{metric}", *two, *keys, "error"]
         )  # fmt: skip
         for row in rows:
+            point = row.point or ("", None, None)
+            second = [_cell(row.second[-1][1] if row.second else None), point[0],
+                      _cell(point[1]), _cell(point[2]), str(row.on_front).lower()]  # fmt: skip
             writer.writerow(
                 [row.trial_id, row.run_id or "", row.status, row.epochs, _cell(row.best),
                  row.best_epoch if row.best_epoch is not None else "", _cell(row.last),
-                 *(row.params.get(key, "") for key in keys), row.error or ""]
+                 *(second if two else []), *(row.params.get(key, "") for key in keys),
+                 row.error or ""]
             )  # fmt: skip
     return path
 

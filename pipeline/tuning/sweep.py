@@ -35,6 +35,7 @@ from pipeline.tuning.summary import (
     SweepResult,
     export_best,
     finish_interrupted,
+    reported_metrics,
     start_parent,
     summarise,
     trial_rows,
@@ -85,14 +86,19 @@ def tune(
     else:
         plan = start_parent(plan, space)
     parent = plan.parent_handle()
-    if plan.metric != plan.requested_metric:
-        say(f"ranking trials by {plan.metric}: no Inception weights, FID runs on the stand-in")
+    renamed = [o["metric"] for o in plan.objectives if o["metric"] != o["requested"]]
+    if renamed or plan.metric != plan.requested_metric:
+        ranked_by = " and ".join(plan.metrics)
+        say(f"ranking trials by {ranked_by}: no Inception weights, FID runs on the stand-in")
     say(
         f"sweep {plan.name}: {plan.trials} trial(s) of {plan.family} on {plan.dataset_name}, "
         f"{plan.scheduler} + {plan.search} search, {plan.max_epochs} epoch(s) each, "
         f"{plan.concurrent} at a time x {plan.workers_per_trial} worker(s); MLflow parent run "
         f"{parent.run_id} in {plan.uri}"
     )
+
+    if len(plan.metrics) > 1:
+        say(objectives_line(plan))
 
     # The trials. Reports without the metric are normal (FID every few epochs; ASHA and PBT
     # skip them), but Tune refuses them unless told.
@@ -122,6 +128,8 @@ def tune(
         if interrupted:
             finish_interrupted(plan, rows)
         result = summarise(plan, rows, status)
+        for note in result.notes:
+            say(note)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -134,7 +142,9 @@ def tune(
             f"continue it with `pipeline tune --resume --name {plan.name}`"
         )
     if not ranked:
-        first = next((row.error for row in rows if row.error), "no trial reported the metric")
+        first = next(
+            (row.error for row in rows if row.error), f"they report: {reported_metrics(rows)}"
+        )
         raise PipelineError(
             f"sweep {plan.name}: no trial reported {plan.metric} ({first}); the MLflow parent "
             f"run {parent.run_id} is marked FAILED"
@@ -142,3 +152,16 @@ def tune(
     if config.export_best or config.register:
         export_best(plan, result, config.export_best, config.register)
     return result
+
+
+def objectives_line(plan) -> str:
+    """What a sweep on two objectives does with them, in one line as it starts."""
+    first, second = plan.metrics
+    said = []
+    if plan.search == "optuna":
+        said.append(f"optuna searches {first} and {second} together (multi-objective)")
+    if plan.scheduler in ("asha", "pbt"):
+        verb = "stops trials" if plan.scheduler == "asha" else "exploits trials"
+        said.append(f"{plan.scheduler} {verb} by {first} alone (the first objective)")
+    said.append(f"the Pareto front of {first} and {second} is found at the end (pareto.csv)")
+    return "; ".join(said)

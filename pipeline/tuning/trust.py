@@ -16,7 +16,7 @@ trusted, as the README's Security section says. What is checked here:
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -55,21 +55,33 @@ def check_plan(data: dict, where: str, plan_type, *, name: str, storage: str, ur
     """`data` (a sweep.json) when it is a `plan_type` (SweepPlan) of sweep `name` in
     `storage`, logging to the store `uri` in force now; one line naming what differs."""
     expected = {f.name: f.type for f in fields(plan_type)}
-    missing, unknown = set(expected) - set(data), set(data) - set(expected)
+    # A field with a default may be missing: a plan from before it was added.
+    required = {
+        f.name for f in fields(plan_type) if f.default is MISSING and f.default_factory is MISSING
+    }
+    missing, unknown = required - set(data), set(data) - set(expected)
     if missing or unknown:
         odd = ", ".join(sorted(missing | unknown))
         raise PipelineError(f"{where} is not a sweep plan this pipeline wrote (fields: {odd})")
     for key, kind in expected.items():
         want = {"str": str, "int": int, "dict": dict, "list": list}.get(str(kind).split("[")[0])
-        if want is not None and not isinstance(data[key], want):
+        if key in data and want is not None and not isinstance(data[key], want):
             raise PipelineError(f"{where}: {key} is not a {want.__name__}")
+    for objective in data.get("objectives", []):
+        if not (
+            isinstance(objective, dict)
+            and set(objective) == {"metric", "requested", "mode"}
+            and all(isinstance(v, str) for v in objective.values())
+            and objective["mode"] in ("min", "max")
+        ):
+            raise PipelineError(f"{where}: objectives holds {objective!r}, not an objective")
     if data["name"] != name:
         raise PipelineError(f"{where} is the plan of sweep {data['name']!r}, not {name!r}")
     if data["storage"] != storage:
         raise PipelineError(
             f"{where} keeps its state in {data['storage']}, not where it was found ({storage})"
         )
-    parent_uri = data["parent"].get("uri") if data["parent"] else uri
+    parent_uri = data["parent"].get("uri") if data.get("parent") else uri
     if data["uri"] != uri or parent_uri != uri:
         raise PipelineError(
             f"sweep {name} logs to the MLflow store {data['uri']}, but MLFLOW_TRACKING_URI names "

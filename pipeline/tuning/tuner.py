@@ -80,9 +80,10 @@ def build_tuner(plan: SweepPlan, space: Space | None, resume: bool):
     return ray_tune.Tuner(
         trainable,
         param_space=ray_space(space, plan.search),
+        # No metric here: the scheduler and the searcher get their own. Optuna's
+        # multi-objective search takes the list of objectives, and a TuneConfig metric would
+        # replace it with one (OptunaSearch.set_search_properties); ASHA and PBT take the first.
         tune_config=ray_tune.TuneConfig(
-            metric=plan.metric,
-            mode=plan.mode,
             scheduler=scheduler(plan, space),
             search_alg=searcher(plan),
             num_samples=plan.samples,
@@ -118,13 +119,16 @@ def trial_resources(plan: SweepPlan) -> dict:
 
 
 def scheduler(plan: SweepPlan, space: Space):
-    """ASHA, PBT or FIFO, with the space file's settings."""
+    """ASHA, PBT or FIFO, with the space file's settings. ASHA and PBT compare trials by the
+    first objective alone (a rung or a perturbation needs one order)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     if plan.scheduler == "asha":
         # max_t one past the budget: with max_t equal to the last epoch, ASHA stops every
         # trial at its final report, and finished trials would look stopped early.
         return ASHAScheduler(
+            metric=plan.metric,
+            mode=plan.mode,
             time_attr="epoch",
             max_t=plan.max_epochs + 1,
             grace_period=min(space.grace_period, plan.max_epochs),
@@ -138,6 +142,8 @@ def scheduler(plan: SweepPlan, space: Space):
             raise ConfigError(f"{space.file}: pbt.mutate: no key to mutate; list searched keys")
         domains = ray_space(space, "random")
         return PopulationBasedTraining(
+            metric=plan.metric,
+            mode=plan.mode,
             time_attr="epoch",
             perturbation_interval=space.perturbation_interval,
             quantile_fraction=space.quantile_fraction,
@@ -148,11 +154,15 @@ def scheduler(plan: SweepPlan, space: Space):
 
 
 def searcher(plan: SweepPlan):
-    """Optuna's searcher, or None: random sampling and grid values are Tune's own."""
+    """Optuna's searcher, or None: random sampling and grid values are Tune's own. With two
+    objectives Optuna searches for their Pareto front (a multi-objective study: TPE, told
+    both values of each trial's last report)."""
     if plan.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch()
+        if len(plan.metrics) > 1:
+            return OptunaSearch(metric=list(plan.metrics), mode=list(plan.modes))
+        return OptunaSearch(metric=plan.metric, mode=plan.mode)
     return None
 
 

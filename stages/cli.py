@@ -13,6 +13,7 @@ from stages import (
     doctor,
     evaluate,
     ingest,
+    judge,
     quickstart,
     sync,
     train,
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(judge.app, name="judge")
 app.command("quickstart")(quickstart.quickstart)
 app.command("train")(train.train)
 app.command("sample")(train.sample)

@@ -4,10 +4,14 @@ Input: the real CelebA sample photos, ingested at 64 px. Measured:
 - extraction: images/s of the full FID Inception (299x299 resize, pool3 2048-d) on uint8
   batches of the dataset, `--repeats` runs of `--extract` images (stand-in weights: the
   same network and cost as the real ones);
-- evaluation: `FidEvaluator.evaluate` (the code path of `--fid-every`) of an untrained
+- evaluation: `Evaluator.evaluate` (the code path of `--fid-every`) of an untrained
   DCGAN generator, twice: the first computes and caches the real statistics, the second
   reads them back. Ratio first / second: about 2 when the real side is as big as the
   generated one (N real = N generated) and nothing is recomputed; 1 would mean recomputed.
+- the extra metrics' cost: FID alone (the same N generated images embedded, pool3 only,
+  the Frechet distance against the cached reference) against every metric of the
+  evaluation (logits for IS, KID, precision/recall/density/coverage), same samples, same
+  run, `--repeats` times each, interleaved. Goal: <= 1.3x.
 
     python benchmarks/fid.py                                   # CPU: 64-d, 1000 samples
     python benchmarks/fid.py --device cuda --dims 2048 --samples 10000   # GPU: 10k at 64 px
@@ -26,7 +30,9 @@ from pipeline.data.ingest import IngestOptions, ingest
 from pipeline.data.reader import ShardDataset
 from pipeline.data.sources.celeba import CelebaSource
 from pipeline.metrics.config import FidConfig
-from pipeline.metrics.fid import Embedder, FidEvaluator
+from pipeline.metrics.evaluation import Evaluator, generated_pass
+from pipeline.metrics.fid import Embedder, dataset_reference
+from pipeline.metrics.stats import frechet_distance
 from pipeline.metrics.weights import resolve
 from pipeline.models import build_generator
 from pipeline.models.config import ModelConfig
@@ -88,7 +94,7 @@ def main() -> None:
 
         seconds = []
         for attempt in ("first", "second"):
-            evaluator = FidEvaluator(fid, backbone, dataset, "train", device)  # a new run
+            evaluator = Evaluator(fid, backbone, dataset, "train", device)  # a new run
             started = time.perf_counter()
             scores = evaluator.evaluate(sample)
             seconds.append(time.perf_counter() - started)
@@ -102,6 +108,30 @@ def main() -> None:
         )
         total = 2 * fid.samples / seconds[0]
         print(f"first evaluation: {total:,.0f} images/s embedded (real + generated)")
+
+        # The extra metrics: FID alone against everything, on the same generated images.
+        fid_only = Embedder(backbone, fid.dims, device, fid.batch)
+        real = dataset_reference(fid_only, dataset, "train", fid)  # cached by now
+
+        def fid_alone() -> float:
+            fake = generated_pass(fid_only, sample, fid)
+            return frechet_distance(*fake.stats.mean_cov(), real.mu, real.sigma)
+
+        alone, everything = [], []
+        for _ in range(args.repeats):
+            for runs, work in (
+                (alone, fid_alone),
+                (everything, lambda: evaluator.evaluate(sample)),
+            ):
+                started = time.perf_counter()
+                result = work()
+                runs.append(time.perf_counter() - started)
+        print(f"metrics of the full evaluation: {', '.join(sorted(result))}")
+        print(f"FID alone: {min(alone):.2f} s; every metric: {min(everything):.2f} s (best of "
+              f"{args.repeats}, N {fid.samples}, {fid.dims}-d)")  # fmt: skip
+        print(
+            f"{'every metric / FID alone (goal <= 1.3)':<52} {min(everything) / min(alone):7.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,19 @@ def evaluate(
         str | None, typer.Option("--device", help="cpu | cuda (default: cuda when present).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of z and of the real subset.")] = 0,
+    intra_fid: Annotated[
+        bool,
+        typer.Option("--intra-fid", help="Conditional runs: FID per class too (intra-FID)."),
+    ] = False,
     masks: Annotated[
         Path | None,
         typer.Option("--masks", help="GLCIC runs: a folder of binary masks for the holes."),
     ] = None,
 ) -> None:
-    """FID and KID of a run's generator, logged into its MLflow run; for a GLCIC run, hole
-    and image L1 / PSNR / SSIM and the FID of its completions.
+    """FID, KID, precision / recall, density / coverage and IS of a run's generator (for a
+    conditional one also the class judge's accuracy, and with --intra-fid FID per class),
+    logged into its MLflow run; for a GLCIC run, hole and image L1 / PSNR / SSIM and the
+    FID of its completions.
 
     Examples:
 
@@ -58,6 +64,8 @@ def evaluate(
       pipeline evaluate runs/.../checkpoint.pt --data celeba-64 --split test
 
       pipeline evaluate 3f2a... --real ~/fid_stats_celeba.npz
+
+      pipeline evaluate 3f2a... --dims 64 --samples 2000 --intra-fid
     """
     from pipeline.metrics.config import FidConfig
     from pipeline.training.evaluate import evaluate as run_evaluation
@@ -71,6 +79,7 @@ def evaluate(
         kid_subsets=kid_subsets,
         kid_subset_size=kid_subset_size,
         seed=seed,
+        intra=intra_fid,
     )
     result = run_evaluation(
         run,

@@ -53,6 +53,12 @@ def train(
         typer.Option("--fid-dims", help="Inception features: 2048 (standard), 768, 192, 64."),
     ] = None,
     fid_weights: FidWeights = None,
+    intra_fid: Annotated[
+        bool | None,
+        typer.Option(
+            "--intra-fid/--no-intra-fid", help="Conditional runs: FID per class at each FID."
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of config values.")
     ] = None,
@@ -100,6 +106,7 @@ def train(
         "fid.samples": fid_samples,
         "fid.dims": fid_dims,
         "fid.weights": fid_weights,
+        "fid.intra": intra_fid,
     }
     base = None
     if resume is not None:  # the run's own config, with this command's options on top
@@ -125,14 +132,20 @@ def train(
         + ", ".join(f"{name} {m.get(name, float('nan')):.3f}" for name in shown)
         + "".join(
             f", {name} {result.metrics[name]:.4g}"
-            for name in ("fid", "kid", "fid_standin", "kid_standin")
+            for base in ("fid", "kid", "precision", "recall", "is", "intra_fid")
+            for name in (base, f"{base}_standin")
+            if name in result.metrics
+        )
+        + "".join(
+            f", {name} {result.metrics[name]:.3f}"
+            for name in ("class_acc", "judge_val_acc")
             if name in result.metrics
         )
         + f"; MLflow {result.tracking_uri}"
     )
     if "fid_standin" in result.metrics:
         typer.echo(
-            "note: fid_standin / kid_standin come from the random-weight stand-in Inception "
+            "note: the *_standin metrics come from the random-weight stand-in Inception "
             "(no weights found): compare them only with each other"
         )
 

@@ -135,6 +135,16 @@ def test_training_logs_standin_fid_every_epoch_with_the_reference_computed_once(
     assert protocols[0]["backbone"] == "standin" and protocols[0]["n_fake"] == 96
     assert not protocols[0]["comparable_with_published_fid"]
     assert len(stats_files(anime)) >= 1
+    # The same pass gives precision/recall and density/coverage on the same features; the
+    # Inception Score only where the network reaches its logits anyway (2048-d) or is asked.
+    prdc = ("precision_standin", "recall_standin", "density_standin", "coverage_standin")
+    assert all(name in m and 0 <= m[name] for m in ctx.reports for name in prdc)
+    assert all("is_standin" not in m and "precision" not in m for m in ctx.reports)
+    assert protocols[0]["precision_recall"] | {"features": ""} == {
+        "features": "", "k": 3, "n": 96, "membership": "distance <= k-NN radius "
+        "(Kynkaanniemi et al. 2019)"}  # fmt: skip
+    assert protocols[0]["density_coverage"]["k"] == 5
+    assert protocols[0]["inception_score"].startswith("not computed")
 
 
 def test_evaluate_a_checkpoint_prints_fid_kid_and_the_protocol(cli, anime, checkpoint):
@@ -142,6 +152,7 @@ def test_evaluate_a_checkpoint_prints_fid_kid_and_the_protocol(cli, anime, check
     assert result.exit_code == 0, result.stderr
     line = result.stdout.splitlines()[0]
     assert line.startswith("fid_standin ") and "kid_standin" in line
+    assert "precision_standin" in line and "coverage_standin" in line
     assert "standin weights sha256" in result.stdout and "96 generated" in result.stdout
     assert "not comparable with published FID (stand-in backbone)" in result.stdout
     assert "STAND-IN" in result.stderr
@@ -169,6 +180,7 @@ def test_evaluate_against_a_folder_and_published_statistics(cli, anime, checkpoi
     assert published.exit_code == 0, published.stderr
     first = published.stdout.splitlines()[0]
     assert first.startswith("fid_standin ") and "kid" not in first  # no features: FID only
+    assert "precision" not in first and "is_standin" not in first
 
 
 def one_line_error(result, *fragments):
@@ -240,8 +252,11 @@ def test_unknown_dims_and_a_missing_real_folder(cli, anime, checkpoint, tmp_path
 def test_protocol_is_json_ready(anime, checkpoint):
     from pipeline.training.evaluate import evaluate
 
-    result = evaluate(
-        str(checkpoint), data=str(anime), fid=FidConfig(samples=96, dims=64, kid_subsets=3)
-    )
-    assert json.loads(json.dumps(result.protocol))["n_real"] == 96
+    fid = FidConfig(samples=96, dims=64, kid_subsets=3, inception_score=True)
+    result = evaluate(str(checkpoint), data=str(anime), fid=fid)
+    protocol = json.loads(json.dumps(result.protocol))
+    assert protocol["n_real"] == 96
     assert result.run_id is None and result.step > 0
+    # Asked for at 64-d, the Inception Score comes from the same pass, 10 splits.
+    assert protocol["inception_score"]["splits"] == 10 and protocol["inception_score"]["n"] == 96
+    assert result.scores["is_standin"] >= 1 and result.scores["is_std_standin"] >= 0

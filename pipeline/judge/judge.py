@@ -76,10 +76,17 @@ class Judge:
             )
         if len(y) == 0:
             raise PipelineError("no images to judge")
-        hits = self.predict(images) == y
-        return {"class_acc": float(hits.mean())} | {
-            f"class_acc/{name}": float(hits[:, i].mean()) for i, name in enumerate(self.names)
-        }
+        return class_accuracy(self.predict(images), y, self.names)
+
+
+def class_accuracy(judged: np.ndarray, intended: np.ndarray, names: list[str]) -> dict[str, float]:
+    """`class_acc` (the mean over groups and attributes), `class_acc/<name>` for each: how
+    often the judge's reading (N, groups + attrs) is the intended label."""
+    per = {
+        f"class_acc/{name}": float((judged[:, i] == intended[:, i]).mean())
+        for i, name in enumerate(names)
+    }
+    return {"class_acc": float(np.mean(list(per.values())))} | per
 
 
 def open_judge(record_path: Path, record: dict, device=None) -> Judge:

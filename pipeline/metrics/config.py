@@ -20,6 +20,10 @@ class FidConfig:
     kid_subsets: int = 100  # KID: subsets averaged (torch-fidelity's defaults)
     kid_subset_size: int = 1000  # images per subset (capped at the sample count)
     seed: int = 0  # z and the real subset
+    intra: bool = False  # intra-FID too: FID per class (conditional runs, enough per class)
+    # The Inception Score needs the whole network (pool3 and the logits): free at 2048-d,
+    # always computed there; below 2048-d only when asked, as it costs the rest of the net.
+    inception_score: bool = False
 
 
 def check_fid(fid: FidConfig) -> None:
@@ -54,6 +58,11 @@ def check_reference(manifest: dict, split: str, fid: FidConfig) -> None:
             f"{fid.dims}-d features (needs more than {fid.dims}); use fewer FID dims "
             "(64, 192 or 768) for a small dataset"
         )
+
+
+def wants_logits(fid: FidConfig) -> bool:
+    """Whether an evaluation computes the Inception Score (see `FidConfig.inception_score`)."""
+    return fid.dims == 2048 or fid.inception_score
 
 
 def metric_name(base: str, standin: bool) -> str:

@@ -1,4 +1,5 @@
-"""FID and KID of a generator against a dataset: embedding, cached reference statistics, scores.
+"""The real side of FID (and of every metric on its features): embedding, cached reference
+statistics.
 
 The protocol is pytorch-fid's: images as uint8 (generated images are quantised first, as
 when they are saved to PNG and read back), /255, bilinear resize to 299, the Inception of
@@ -7,10 +8,11 @@ seeded subset of the split, all of it when smaller). KID uses the same features.
 
 Work is split across ranks: each embeds its share of the real and generated images, the
 float64 sums are all-reduced and rank 0 scores. The real statistics are cached under the
-dataset's `stats/`, keyed by everything that changes them, and written atomically.
+dataset's `stats/`, keyed by everything that changes them, and written atomically. The
+generated side and the scores: `pipeline.metrics.evaluation`.
 
-    fid = FidEvaluator(config.fid, backbone, dataset_path, split, device)
-    scores = fid.evaluate(G_ema, sample_fn)    # rank 0: {"fid": ..., "kid": ..., ...}
+    embedder = Embedder(backbone, 2048, device, logits=True)
+    real = dataset_reference(embedder, dataset_path, "train", fid)   # rank 0: RealStats
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import torch.distributed as dist
 
 from pipeline.data.staging import fetch_beside, put_beside
 from pipeline.errors import PipelineError
-from pipeline.metrics.config import FidConfig, metric_name
-from pipeline.metrics.stats import FeatureStats, frechet_distance, kid_score
+from pipeline.metrics.config import FidConfig
+from pipeline.metrics.stats import FeatureStats, comm_device
 from pipeline.metrics.weights import Backbone
 
 RESIZE = "bilinear 299x299, align_corners=False (pytorch-fid)"
@@ -38,9 +40,13 @@ CACHE_VERSION = 1
 
 
 class Embedder:
-    """uint8 images (N, H, W, C) -> Inception features (N, dims), batch by batch."""
+    """uint8 images (N, H, W, C) -> Inception features (N, dims), batch by batch; with
+    `logits`, `embed` also gives the 1008-way logits without the fc bias (the Inception
+    Score's) from the same forward."""
 
-    def __init__(self, backbone: Backbone, dims: int, device="cpu", batch: int = 50):
+    def __init__(
+        self, backbone: Backbone, dims: int, device="cpu", batch: int = 50, logits: bool = False
+    ):
         from pipeline.metrics.inception import build
 
         self.backbone, self.dims, self.device, self.batch = (
@@ -49,7 +55,8 @@ class Embedder:
             torch.device(device),
             batch,
         )
-        self.net = build(backbone, (dims,), self.device)
+        self.logits = logits
+        self.net = build(backbone, (dims,), self.device, logits=logits)
         # oneDNN's channels-last convolutions: 1.5-1.7x the images/s at 64/192-d and 1.3x at
         # 2048-d on one CPU thread (benchmarks/fid.py), features equal to 1e-6; the reference
         # test checks this layout too.
@@ -57,14 +64,18 @@ class Embedder:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
     def __call__(self, images) -> torch.Tensor:
+        return self.embed(images)[0]
+
+    @torch.inference_mode()
+    def embed(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features (N, dims), logits (N, 1008) or None), float32 on the CPU."""
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise PipelineError(
                 f"expected uint8 images (N, H, W, C), got {images.dtype} {tuple(images.shape)}"
             )
-        out = []
+        features, logits = [], []
         tf32 = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False  # FID in true float32, as the reference
         try:
@@ -75,11 +86,15 @@ class Embedder:
                     x = x.expand(-1, 3, -1, -1)  # grayscale read as RGB, as pytorch-fid does
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                (features,) = self.net(x)
-                out.append(features.float().cpu())
+                out = self.net(x)
+                features.append(out[0].float().cpu())
+                if self.logits:
+                    logits.append(out[1].float().cpu())
         finally:
             torch.backends.cudnn.allow_tf32 = tf32
-        return torch.cat(out) if out else torch.zeros(0, self.dims)
+        if not features:
+            return torch.zeros(0, self.dims), (torch.zeros(0, 1008) if self.logits else None)
+        return torch.cat(features), (torch.cat(logits) if self.logits else None)
 
 
 @dataclass
@@ -128,6 +143,13 @@ def cache_path(dataset_path: Path, key: dict) -> Path:
     return Path(dataset_path) / "stats" / name
 
 
+def reference_rows(length: int, fid: FidConfig) -> np.ndarray:
+    """The rows of a split FID compares with: a seeded subset of `fid.samples` (all of them
+    when the split is smaller), in row order (the order of the features)."""
+    n = min(fid.samples, length)
+    return np.sort(np.random.RandomState(fid.seed).permutation(length)[:n])
+
+
 def dataset_reference(
     embedder: Embedder,
     dataset_path: str | Path,
@@ -147,6 +169,7 @@ def dataset_reference(
     world = dist.get_world_size() if _distributed() else 1
     cached = torch.tensor([1.0 if rank == 0 and _cached(dataset_path, path, key) else 0.0])
     if world > 1:
+        cached = cached.to(comm_device())
         dist.broadcast(cached, 0)  # every rank takes the same branch
     source = f"{data.manifest['name']}/{split} ({n} of {len(data)} images)"
     if cached.item():
@@ -155,7 +178,7 @@ def dataset_reference(
         with np.load(path) as stored:
             return RealStats(stored["mu"], stored["sigma"], stored["features"], n, source, "cached")
     started = time.perf_counter()
-    rows = np.sort(np.random.RandomState(fid.seed).permutation(len(data))[:n])
+    rows = reference_rows(len(data), fid)
     stats = FeatureStats(fid.dims)
     mine = rows[share(n, rank, world).start : share(n, rank, world).stop]
     for start in range(0, len(mine), embedder.batch * 4):
@@ -276,90 +299,3 @@ def folder_reference(embedder: Embedder, folder: str | Path, limit: int | None =
         stats.add(embedder(np.stack(group)))
     mu, sigma = stats.mean_cov()
     return RealStats(mu, sigma, stats.features(), stats.n, f"{folder} ({stats.n} images)")
-
-
-def generated_stats(
-    embedder: Embedder, sample: Callable[[int, torch.Generator], np.ndarray], fid: FidConfig
-) -> FeatureStats:
-    """Features of `fid.samples` generated images, this rank drawing its share with noise
-    seeded by (seed, rank): the same images at every evaluation of a run."""
-    rank = dist.get_rank() if _distributed() else 0
-    world = dist.get_world_size() if _distributed() else 1
-    generator = torch.Generator().manual_seed(fid.seed * 1000 + rank)
-    stats = FeatureStats(fid.dims)
-    todo = len(share(fid.samples, rank, world))
-    while todo > 0:
-        n = min(fid.batch, todo)
-        stats.add(embedder(sample(n, generator)))
-        todo -= n
-    stats.all_reduce()
-    return stats
-
-
-def scores(fake: FeatureStats, real: RealStats, fid: FidConfig, standin: bool) -> dict[str, float]:
-    """{fid, kid, kid_std} (or the stand-in's names) of generated against real statistics."""
-    mu, sigma = fake.mean_cov()
-    out = {metric_name("fid", standin): frechet_distance(mu, sigma, real.mu, real.sigma)}
-    if real.features is not None:
-        kid, kid_std = kid_score(
-            fake.features(), real.features, fid.kid_subsets, fid.kid_subset_size, fid.seed
-        )
-        out[metric_name("kid", standin)] = kid
-        out[metric_name("kid_std", standin)] = kid_std
-    return out
-
-
-def protocol(backbone: Backbone, fid: FidConfig, real: RealStats, n_fake: int) -> dict:
-    """What a number means: written beside every FID the pipeline logs."""
-    return {
-        "backbone": backbone.kind,
-        "comparable_with_published_fid": not backbone.standin and fid.dims == 2048,
-        "weights": backbone.path,
-        "weights_sha256": backbone.sha256,
-        "dims": fid.dims,
-        "resize": RESIZE,
-        "n_real": real.n,
-        "n_fake": n_fake,
-        "real": real.source,
-        "reference": real.status,
-        "kid": {
-            "subsets": fid.kid_subsets,
-            "subset_size": fid.kid_subset_size,
-            "kernel": "(x.y/d+1)^3",
-        },
-    }
-
-
-class FidEvaluator:
-    """FID/KID of a generator during training: every rank calls `evaluate` together."""
-
-    def __init__(
-        self,
-        fid: FidConfig,
-        backbone: Backbone,
-        dataset_path: str | Path,
-        split: str,
-        device="cpu",
-        say: Callable[[str], None] = lambda line: None,
-    ):
-        self.fid, self.backbone, self.say = fid, backbone, say
-        self.dataset_path, self.split = dataset_path, split
-        self.embedder = Embedder(backbone, fid.dims, device, fid.batch)
-        self.real: RealStats | None = None
-        self.protocol: dict | None = None
-
-    def evaluate(self, sample: Callable[[int, torch.Generator], np.ndarray]) -> dict[str, float]:
-        """Scores on rank 0 ({} on the others). `sample(n, generator)` -> uint8 NHWC."""
-        if self.real is None and self.protocol is None:
-            self.real = dataset_reference(
-                self.embedder, self.dataset_path, self.split, self.fid, self.say
-            )
-        started = time.perf_counter()
-        fake = generated_stats(self.embedder, sample, self.fid)
-        if self.real is None:  # not rank 0
-            self.protocol = {}
-            return {}
-        self.protocol = protocol(self.backbone, self.fid, self.real, fake.n)
-        out = scores(fake, self.real, self.fid, self.backbone.standin)
-        out["fid_seconds"] = time.perf_counter() - started
-        return out

@@ -47,19 +47,14 @@ class FeatureStats:
         """Add every rank's sums (all ranks end with the totals); gather the features."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        n = torch.tensor([float(self.n)], dtype=torch.float64)
-        for tensor in (n, self.sum, self.outer):
+        device = comm_device()
+        n = torch.tensor([float(self.n)], dtype=torch.float64, device=device)
+        total, outer = self.sum.to(device), self.outer.to(device)
+        for tensor in (n, total, outer):
             dist.all_reduce(tensor)
+        self.sum, self.outer = total.cpu(), outer.cpu()
         if self.keep_features:
-            mine = self.features_tensor()
-            counts = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
-            dist.all_gather(counts, torch.tensor([mine.shape[0]]))
-            most = int(max(c.item() for c in counts))
-            padded = torch.zeros(most, self.dims, dtype=torch.float32)
-            padded[: mine.shape[0]] = mine
-            gathered = [torch.empty_like(padded) for _ in counts]
-            dist.all_gather(gathered, padded)
-            self._features = [g[: int(c.item())] for g, c in zip(gathered, counts, strict=True)]
+            self._features = [gather_rows(self.features_tensor())]
         self.n = int(n.item())
 
     def features_tensor(self) -> torch.Tensor:
@@ -77,6 +72,32 @@ class FeatureStats:
         mu = self.sum / self.n
         sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return mu.numpy(), sigma.numpy()
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, in rank order, on every rank (the rows themselves when not
+    distributed). Ranks may hold different counts; the dtype is kept."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    device = comm_device()
+    counts = [
+        torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())
+    ]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], device=device))
+    most = int(max(c.item() for c in counts))
+    padded = torch.zeros((most, *rows.shape[1:]), dtype=rows.dtype, device=device)
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts, strict=True)]).cpu()
+
+
+def comm_device() -> torch.device:
+    """Where collective tensors must live: NCCL (GPU runs) moves CUDA tensors only, gloo CPU
+    ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def frechet_distance(

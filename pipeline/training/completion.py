@@ -329,8 +329,11 @@ class CompletionTask:
         return make_grid(to_uint8(tiles), nrow=3, padding=2, scale=scale), []
 
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator) -> np.ndarray:
-        """n completions for FID: the evaluation images in turn, each with a fresh hole."""
+    def generate(
+        self, n: int, generator: torch.Generator, y: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """n completions for FID: the evaluation images in turn, each with a fresh hole (no
+        labels: `y` is never given)."""
         pick = torch.arange(n) % len(self.eval_images)
         masks, _ = self.masks.draw(n, generator)
         out = self._complete(self.eval_images[pick.to(self.device)], masks.to(self.device))

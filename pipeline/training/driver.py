@@ -84,9 +84,11 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
     return path, manifest
 
 
-def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None):
+def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None, dataset_path=None):
     """Resolve the FID weights once, in the driver: returns the config with `fid.weights`
-    set to the file (or "standin") the workers load, and the Backbone (None without FID)."""
+    set to the file (or "standin") the workers load, and the Backbone (None without FID).
+    With `fid.intra` and a dataset on this machine, its classes are checked here too (the
+    workers check a dataset at a URI)."""
     if not config.fid.every:
         return config, None
     from pipeline.metrics.config import check_reference
@@ -94,9 +96,24 @@ def prepare_fid(config: TrainConfig, manifest: dict | None = None, say=None):
 
     if manifest is not None:
         check_reference(manifest, config.fid.split or config.data.split, config.fid)
+        if config.fid.intra and dataset_path is not None and os.path.isdir(str(dataset_path)):
+            _check_intra(config, manifest, dataset_path)
     backbone = resolve(config.fid.weights or None, say=say)
     weights = backbone.path if not backbone.standin else "standin"
     return replace(config, fid=replace(config.fid, weights=weights)), backbone
+
+
+def _check_intra(config: TrainConfig, manifest: dict, dataset_path) -> None:
+    from pipeline.metrics.evaluation import check_intra, reference_labels
+    from pipeline.training.labels import plan_labels
+
+    split = config.fid.split or config.data.split
+    where = f"{manifest['name']}/{split}"
+    if not config.conditional:
+        raise ConfigError(f"intra-FID needs a conditional model (acgan); {config.family} is not")
+    plan = plan_labels(manifest, config.data.groups, config.data.attrs)
+    labels = reference_labels(dataset_path, split, config.fid, plan)
+    check_intra(labels, plan.to_dict(), config.fid, where)
 
 
 def precompute_fid_reference(config: TrainConfig, dataset_path: Path, say=None) -> None:
@@ -133,7 +150,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         handle = tracking.find_run(uri, resume)
         _fetch_checkpoint(handle)  # fail here, not in the workers, when there is none
     dataset_path, manifest = prepare(config)
-    config, backbone = prepare_fid(config, manifest)
+    config, backbone = prepare_fid(config, manifest, dataset_path=dataset_path)
     if cluster.is_local():
         cluster.check_fits(config, cluster.local_resources())  # before Ray starts
     precompute_fid_reference(config, dataset_path)

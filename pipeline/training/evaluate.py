@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.metrics.config import FidConfig, check_fid, check_reference
+from pipeline.metrics.config import FidConfig, check_fid, check_reference, wants_logits
 
 
 @dataclass
@@ -41,14 +41,9 @@ def evaluate(
 ) -> Evaluation:
     """FID / KID of a GAN run's generator; the completion metrics of a GLCIC run
     (`pipeline.training.evaluate_completion`: `masks` is a folder of masks for them)."""
-    from pipeline.metrics.fid import (
-        Embedder,
-        dataset_reference,
-        folder_reference,
-        generated_stats,
-        protocol,
-        scores,
-    )
+    from pipeline.judge.judge import class_accuracy
+    from pipeline.metrics import evaluation
+    from pipeline.metrics.fid import Embedder, dataset_reference, folder_reference
     from pipeline.metrics.weights import resolve
     from pipeline.training.checkpoint import COMPLETION_FILE, GENERATOR_FILE, config_from_checkpoint
     from pipeline.training.images import to_uint8
@@ -75,27 +70,43 @@ def evaluate(
     dataset_path = None
     if real is None:
         dataset_path = _dataset(data or config.data.dataset, state, fid, split)
+    labels = state.get("labels")
+    if fid.intra and real is not None:
+        raise PipelineError("intra-FID compares with a dataset's classes: use --data, not --real")
     backbone = resolve(fid.weights or None, say=say)
-    embedder = Embedder(backbone, fid.dims, device, fid.batch)
+    embedder = Embedder(backbone, fid.dims, device, fid.batch, logits=wants_logits(fid))
+    real_labels = judge = None
     if real is not None:
         reference = folder_reference(embedder, real)
     else:
         from pipeline.data.staging import local_copy
 
-        reference = dataset_reference(embedder, local_copy(dataset_path), split, fid, say)
+        dataset_path = local_copy(dataset_path)
+        if fid.intra:
+            real_labels = _intra_labels(dataset_path, split, fid, config, labels)
+        judge = _judge(dataset_path, labels, say)
+        reference = dataset_reference(embedder, dataset_path, split, fid, say)
 
     G = G.to(device)
-    labels = state.get("labels")
 
     @torch.no_grad()
-    def sample(n: int, generator: torch.Generator) -> np.ndarray:
+    def sample(n: int, generator: torch.Generator, y=None) -> np.ndarray:
         z = sample_z(config, n, device, generator)
-        y = labels_for(labels, n, None, generator)
+        if y is None:
+            y = labels_for(labels, n, None, generator)
         return to_uint8(G(z, y.to(device) if y is not None else None))
 
-    fake = generated_stats(embedder, sample, fid)
-    result = scores(fake, reference, fid, backbone.standin)
-    details = protocol(backbone, fid, reference, fake.n)
+    fake = evaluation.generated_pass(embedder, sample, fid, labels, judge)
+    details = evaluation.protocol(backbone, fid, reference, fake)
+    intra = None
+    if real_labels is not None:
+        intra = evaluation.intra_fid(fake, reference, real_labels, labels)
+        details["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
+    result = evaluation.scores(fake, reference, fid, backbone.standin, intra)
+    if fake.judged is not None:
+        result.update(class_accuracy(fake.judged, fake.intended, judge.names))
+        result.update(judge.info)
+        details["class_acc"] = evaluation.judge_protocol(judge)
     step = int(state.get("images_seen", 0))
     if handle is not None:
         from pipeline import tracking
@@ -107,6 +118,35 @@ def evaluate(
         tracker.set_tags({"pipeline.fid_backbone": backbone.kind})
         tracker.close()  # in MLflow when this returns (or its journal named)
     return Evaluation(result, details, handle.run_id if handle else None, step)
+
+
+def _intra_labels(dataset_path, split: str, fid: FidConfig, config, labels: dict | None):
+    """The reference images' labels, checked to hold enough images of every class."""
+    from pipeline.data.shards import read_manifest
+    from pipeline.metrics.evaluation import check_intra, reference_labels
+    from pipeline.training.labels import plan_labels
+
+    if labels is None:
+        raise PipelineError("intra-FID needs a conditional generator; this one has no labels")
+    manifest = read_manifest(dataset_path)
+    plan = plan_labels(manifest, config.data.groups, config.data.attrs)
+    real_labels = reference_labels(dataset_path, split, fid, plan)
+    check_intra(real_labels, labels, fid, f"{manifest['name']}/{split}")
+    return real_labels
+
+
+def _judge(dataset_path, labels: dict | None, say):
+    """The dataset's class judge for a conditional generator (None: said how to train one)."""
+    if labels is None:
+        return None
+    from pipeline.data.shards import read_manifest
+    from pipeline.judge import find_judge, how_to_train
+
+    judge = find_judge(dataset_path, labels)
+    if judge is None:
+        say(f"no class judge: class_acc is not measured; "
+            f"{how_to_train(read_manifest(dataset_path)['name'], labels)}")  # fmt: skip
+    return judge
 
 
 def _run(run_id: str):

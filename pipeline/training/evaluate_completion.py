@@ -37,7 +37,9 @@ def evaluate_completion(
     from pipeline.data.shards import read_manifest
     from pipeline.data.staging import local_copy
     from pipeline.metrics.completion import completion_scores
-    from pipeline.metrics.fid import Embedder, dataset_reference, generated_stats, protocol, scores
+    from pipeline.metrics.config import wants_logits
+    from pipeline.metrics.evaluation import generated_pass, protocol, scores
+    from pipeline.metrics.fid import Embedder, dataset_reference
     from pipeline.metrics.weights import resolve
     from pipeline.models.glcic import CompletionNetwork
     from pipeline.settings import resolve_dataset
@@ -91,7 +93,7 @@ def evaluate_completion(
     # FID / KID of the completions against the split's real images.
     fid = replace(fid, samples=n, split=split)
     backbone = resolve(fid.weights or None, say=say)
-    embedder = Embedder(backbone, fid.dims, device, fid.batch)
+    embedder = Embedder(backbone, fid.dims, device, fid.batch, logits=wants_logits(fid))
     reference = dataset_reference(embedder, path, split, fid, say)
     cursor = iter(range(0, n, fid.batch))
 
@@ -99,11 +101,11 @@ def evaluate_completion(
         start = next(cursor)
         return done[start : start + count].numpy()
 
-    fake = generated_stats(embedder, in_order, fid)
+    fake = generated_pass(embedder, in_order, fid)
     result.update(scores(fake, reference, fid, backbone.standin))
     result = {f"{split}_{key}": value for key, value in result.items()}
     details = {
-        **protocol(backbone, fid, reference, fake.n),
+        **protocol(backbone, fid, reference, fake),
         "masks": str(Path(masks).expanduser()) if masks else config.completion.masks,
         "images": n,
         "split": split,

@@ -251,12 +251,16 @@ class GenerationTask:
         return grid, self.row_names
 
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator) -> np.ndarray:
-        """n images for FID, uint8 NHWC: as the sample grids, G_ema with batch statistics,
-        classes drawn uniformly."""
+    def generate(
+        self, n: int, generator: torch.Generator, y: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """n images for FID, uint8 NHWC: as the sample grids, G_ema with batch statistics;
+        a conditional G makes the classes `y` asks for (drawn uniformly without it)."""
         self.G_ema.train()
         z = sample_z(self.config, n, self.device, generator)
-        return to_uint8(self.G_ema(z, random_labels(self.classes, n, self.device, generator)))
+        if y is None:
+            y = random_labels(self.classes, n, self.device, generator)
+        return to_uint8(self.G_ema(z, None if y is None else y.to(self.device)))
 
 
 @torch.no_grad()

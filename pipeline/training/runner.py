@@ -80,7 +80,9 @@ class Task(Protocol):
     def fixed_samples(self, rows: int, columns: int) -> None: ...  # what every grid shows
     def sample_grid(self) -> tuple[object, list[str]]: ...  # a PIL image and its row names
     def diagnose(self, metrics: dict[str, float]) -> list: ...  # findings, said once (rank 0)
-    def generate(self, n: int, generator: torch.Generator) -> np.ndarray: ...  # for FID
+    def generate(  # for FID and the other metrics: y the labels asked of a conditional G
+        self, n: int, generator: torch.Generator, y: torch.Tensor | None = None
+    ) -> np.ndarray: ...
 
 
 @dataclass
@@ -160,7 +162,7 @@ def run_worker(
     # Distribute across workers.
     task.distribute()
     task.fixed_samples(*grid_shape(label_plan, config.samples))
-    fid_evaluator = _fid_evaluator(config, dataset_path, setup.device, rank)
+    fid_evaluator = _fid_evaluator(config, dataset_path, setup.device, rank, label_plan)
 
     # What every checkpoint says of the run, beside the task's state and the position.
     about_run = {
@@ -258,19 +260,28 @@ def run_worker(
     return last
 
 
-def _fid_evaluator(config: TrainConfig, dataset_path: str, device, rank: int):
+def _fid_evaluator(config: TrainConfig, dataset_path: str, device, rank: int, label_plan):
     if not config.fid.every:
         return None
-    from pipeline.metrics.fid import FidEvaluator
+    from pipeline.judge import find_judge, how_to_train
+    from pipeline.metrics.evaluation import Evaluator
     from pipeline.metrics.weights import backbone_for
 
-    return FidEvaluator(
+    judge = None
+    if label_plan is not None:
+        judge = find_judge(dataset_path, label_plan.to_dict())
+        if judge is None and rank == 0:  # once a run: class_acc needs a judge
+            say(f"no class judge for this dataset: class_acc is not measured; "
+                f"{how_to_train(config.data.dataset, label_plan.to_dict())}")  # fmt: skip
+    return Evaluator(
         config.fid,
         backbone_for(config.fid.weights),
         dataset_path,
         config.fid.split or config.data.split,
         device,
         say=say if rank == 0 else (lambda line: None),
+        labels=label_plan,
+        judge=judge,
     )
 
 

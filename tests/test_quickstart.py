@@ -65,6 +65,13 @@ def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
     assert len(parents) == 1 and "pipeline.best_run_id" in parents[0].data.tags
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(trials) == 2 and all(t.data.params["family"] == "acgan" for t in trials)
+    # Ranked on FID and class_acc: a judge of the faces' attributes read the trials' images,
+    # its own accuracy on the real val faces logged beside; the parent keeps the front.
+    for trial in trials:
+        assert 0 <= trial.data.metrics["class_acc"] <= 1
+        assert {"class_acc/Male", "class_acc/Smiling", "judge_val_acc"} <= set(trial.data.metrics)
+    parent_files = {f.path for f in client.list_artifacts(parents[0].info.run_id)}
+    assert "pareto.csv" in parent_files, parent_files
     assert "swept quickstart-" in result.stdout and "pipeline ui" in result.stdout
     # The console: the live line of the run (off a terminal, where it ended) and no Tune
     # chatter (its configuration box, a TensorBoard hint) unless --verbose.

@@ -6,8 +6,8 @@ engine that real data takes, draws a sample grid of each with its labels, trains
 DCGAN on the faces with Ray Train (2 DDP workers), logged to MLflow, and runs a small Ray
 Tune sweep of an ACGAN conditioned on two of the faces' attributes (tune_spaces/acgan.yaml,
 one MLflow parent run with a child per trial), ranked on FID and on the class accuracy a
-judge trained on the faces' real attributes reads from the trials' images. Nothing is downloaded, so it runs on a fresh
-laptop and in CI.
+judge trained on the faces' real attributes reads from the trials' images. Nothing is
+downloaded, so it runs on a fresh laptop and in CI.
 """
 
 from __future__ import annotations

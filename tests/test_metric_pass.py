@@ -121,3 +121,16 @@ def test_intra_fid_refuses_a_class_with_too_few_real_images_in_one_line():
     unconditional = {**SPEC, "groups": [], "group_names": [], "class_names": []}
     with pytest.raises(ConfigError, match="needs a conditional run with class groups"):
         check_intra(labels, unconditional, FidConfig(dims=64), "x")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_k_nn_metrics_on_a_gpu_equal_the_cpu_ones():
+    """A GPU run computes precision/recall/density/coverage where its features are made."""
+    from pipeline.metrics.prdc import prdc
+
+    rng = np.random.RandomState(0)
+    real, fake = rng.randn(3000, 2048), rng.randn(3000, 2048) * 1.1 + 0.05
+    on_cpu = prdc(real, fake, batch=512)
+    on_gpu = prdc(real, fake, batch=512, device="cuda")
+    assert on_gpu == pytest.approx(on_cpu, abs=1e-6)

@@ -193,8 +193,11 @@ def scores(
     fid: FidConfig,
     standin: bool,
     intra: dict[str, float] | None = None,
+    device=None,
 ) -> dict[str, float]:
-    """The Inception metrics of generated against real, named for the backbone."""
+    """The Inception metrics of generated against real, named for the backbone; the k-NN
+    distances on `device` (the GPU of a GPU run: 50k x 50k in float64 takes seconds there,
+    minutes on a CPU)."""
     mu, sigma = fake.stats.mean_cov()
     out = {"fid": frechet_distance(mu, sigma, real.mu, real.sigma)}
     if real.features is not None:  # a published mu/sigma file has no features
@@ -203,7 +206,7 @@ def scores(
             fake_features, real.features, fid.kid_subsets, fid.kid_subset_size, fid.seed
         )
         ours, theirs = equal_sizes(fake_features, real.features, fid.seed)
-        out.update(prdc(theirs, ours, K_PRECISION_RECALL, K_DENSITY_COVERAGE))
+        out.update(prdc(theirs, ours, K_PRECISION_RECALL, K_DENSITY_COVERAGE, device=device))
     if fake.logits is not None and fake.n >= IS_SPLITS:
         out["is"], out["is_std"] = inception_score(fake.logits, IS_SPLITS)
     if intra:
@@ -313,7 +316,9 @@ class Evaluator:
         if self.real_labels is not None:
             intra = intra_fid(fake, self.real, self.real_labels, self.label_spec)
             self.protocol["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-        out = scores(fake, self.real, self.fid, self.backbone.standin, intra)
+        out = scores(
+            fake, self.real, self.fid, self.backbone.standin, intra, self.embedder.device
+        )
         if fake.judged is not None:
             out.update(class_accuracy(fake.judged, fake.intended, self.judge.names))
             out.update(self.judge.info)

@@ -102,7 +102,7 @@ def evaluate(
     if real_labels is not None:
         intra = evaluation.intra_fid(fake, reference, real_labels, labels)
         details["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-    result = evaluation.scores(fake, reference, fid, backbone.standin, intra)
+    result = evaluation.scores(fake, reference, fid, backbone.standin, intra, device)
     if fake.judged is not None:
         result.update(class_accuracy(fake.judged, fake.intended, judge.names))
         result.update(judge.info)

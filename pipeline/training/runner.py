@@ -269,7 +269,7 @@ def _fid_evaluator(config: TrainConfig, dataset_path: str, device, rank: int, la
 
     judge = None
     if label_plan is not None:
-        judge = find_judge(dataset_path, label_plan.to_dict())
+        judge = find_judge(dataset_path, label_plan.to_dict(), device)
         if judge is None and rank == 0:  # once a run: class_acc needs a judge
             say(f"no class judge for this dataset: class_acc is not measured; "
                 f"{how_to_train(config.data.dataset, label_plan.to_dict())}")  # fmt: skip

@@ -316,9 +316,7 @@ class Evaluator:
         if self.real_labels is not None:
             intra = intra_fid(fake, self.real, self.real_labels, self.label_spec)
             self.protocol["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-        out = scores(
-            fake, self.real, self.fid, self.backbone.standin, intra, self.embedder.device
-        )
+        out = scores(fake, self.real, self.fid, self.backbone.standin, intra, self.embedder.device)
         if fake.judged is not None:
             out.update(class_accuracy(fake.judged, fake.intended, self.judge.names))
             out.update(self.judge.info)

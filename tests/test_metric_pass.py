@@ -4,9 +4,13 @@ the metric names of the stand-in."""
 
 from __future__ import annotations
 
+import os
+import socket
+
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from pipeline.config import ConfigError
 from pipeline.judge.judge import class_accuracy
@@ -15,6 +19,7 @@ from pipeline.metrics.evaluation import (
     Generated,
     balanced_labels,
     check_intra,
+    generated_pass,
     intra_fid,
     scores,
 )
@@ -134,3 +139,70 @@ def test_the_k_nn_metrics_on_a_gpu_equal_the_cpu_ones():
     on_cpu = prdc(real, fake, batch=512)
     on_gpu = prdc(real, fake, batch=512, device="cuda")
     assert on_gpu == pytest.approx(on_cpu, abs=1e-6)
+
+
+# -- the pass itself, on two real gloo ranks -------------------------------------------------
+
+TWO_GROUPS = {
+    "groups": [3, 2],
+    "binary": 0,
+    "group_names": ["hair", "eyes"],
+    "class_names": [["red", "blue", "green"], ["brown", "black"]],
+    "attr_names": [],
+}
+JUDGE_KEY = {"groups": ["hair", "eyes"], "attrs": [], "height": 16, "width": 16, "channels": 3,
+             "class_names": TWO_GROUPS["class_names"]}  # fmt: skip
+
+
+def one_rank(rank: int, world: int, port: int, folder: str) -> None:
+    """What one rank of a `world`-rank evaluation pass gathers, beside what it made itself."""
+    from pipeline.judge.judge import Judge
+    from pipeline.judge.net import JudgeNet
+    from pipeline.metrics.fid import Embedder
+    from pipeline.metrics.weights import resolve
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # one judge, the same on both ranks
+        judge = Judge(JudgeNet(3, (3, 2), 0), JUDGE_KEY, device="cpu")
+        embedder = Embedder(resolve(download=False), 64, "cpu", batch=6, logits=True)
+        made = []
+
+        def sample(n, generator, y):  # images that depend on the asked hair colour
+            noise = torch.randint(0, 200, (n, 16, 16, 3), generator=generator)
+            made.append((noise + 25 * y[:, :1, None, None]).to(torch.uint8).numpy())
+            return made[-1]
+
+        fake = generated_pass(
+            embedder, sample, FidConfig(samples=22, dims=64, batch=6), TWO_GROUPS, judge
+        )
+        mine = np.concatenate(made)
+        features, logits = embedder.embed(mine)
+        torch.save(
+            {"n": fake.n, "features": fake.stats.features(), "logits": fake.logits,
+             "intended": fake.intended, "judged": fake.judged, "own_features": features,
+             "own_logits": logits, "own_judged": judge.predict(mine)},
+            os.path.join(folder, f"rank{rank}.pt"),
+        )  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_gather_every_image_label_reading_and_logit_in_rank_order(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(one_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for got in ranks:  # every rank ends with the whole set
+        assert got["n"] == 22
+        np.testing.assert_array_equal(
+            got["features"], np.concatenate([r["own_features"].numpy() for r in ranks])
+        )
+        torch.testing.assert_close(got["logits"], torch.cat([r["own_logits"] for r in ranks]))
+        np.testing.assert_array_equal(got["intended"], balanced_labels(TWO_GROUPS, 22, 0))
+        np.testing.assert_array_equal(
+            got["judged"], np.concatenate([r["own_judged"] for r in ranks])
+        )

@@ -73,6 +73,24 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     return state
 
 
+def load_state(source: str, *model_files: str) -> dict:
+    """A checkpoint's state from a path, or from an MLflow run id: the first of its
+    `model_files` it has (the final model alone), else its last `checkpoints/checkpoint.pt`."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        from pipeline import tracking
+
+        uri = tracking.tracking_uri()
+        handle = tracking.find_run(uri, source)
+        for name in (*model_files, "checkpoints/checkpoint.pt"):
+            path = tracking.download_artifact(handle, name)
+            if path is not None:
+                break
+        if path is None:
+            raise PipelineError(f"MLflow run {source} has no model or checkpoint yet")
+    return load(path)
+
+
 def restore_rng(state: dict) -> None:
     rng = state.get("rng") or {}
     if "torch" in rng:

@@ -56,9 +56,8 @@ def load_completer(source: str) -> Completer:
     from pipeline.models.glcic import CompletionNetwork
     from pipeline.training import checkpoint as ckpt
     from pipeline.training.checkpoint import config_from_checkpoint
-    from pipeline.training.sample import load_state
 
-    state = load_state(source, ckpt.COMPLETION_FILE)
+    state = ckpt.load_state(source, ckpt.COMPLETION_FILE)
     config = config_from_checkpoint(state)
     if "C" not in state:
         raise PipelineError(

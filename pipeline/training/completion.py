@@ -35,9 +35,9 @@ from pipeline.training.completion_diagnostics import (
 )
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
-from pipeline.training.generation import GenerationTask, make_optimizer, scale_rates
 from pipeline.training.images import to_images, to_uint8
 from pipeline.training.masks import crop, local_corners, make_masks
+from pipeline.training.optim import make_optimizer, scale_rates, update
 
 GRID_ROWS = 8
 MEAN_PIXEL_ROWS = 1000  # evenly spaced training images the mean pixel is taken over
@@ -235,7 +235,7 @@ class CompletionTask:
             with autocast:
                 logit, g_part, l_part = self._judge(self.D_train, x, completed.detach(), corners)
             loss_d = self.gan.d_loss(logit[:n].float(), logit[n:].float())
-            values["grad_norm_d"] = self._update(self.D, self.opt_d, loss_d)
+            values["grad_norm_d"] = update(self.D, self.opt_d, loss_d)
             values.update(loss_d=loss_d.detach(), **self._accuracies(logit, g_part, l_part, n))
             loss = loss + loss_d.detach()
 
@@ -251,7 +251,7 @@ class CompletionTask:
                 loss_c = loss_rec + config.completion.alpha * loss_adv
                 self.D.requires_grad_(True)
                 values["loss_adv"] = loss_adv.detach()
-            values["grad_norm_c"] = self._update(self.C, self.opt_c, loss_c)
+            values["grad_norm_c"] = update(self.C, self.opt_c, loss_c)
             values.update(loss_rec=loss_rec.detach(), loss_c=loss_c.detach())
             loss = loss + loss_c.detach()
         return values, loss
@@ -273,8 +273,6 @@ class CompletionTask:
             out[f"d_acc{name}_real"] = real.float().mean()
             out[f"d_acc{name}_fake"] = (score[n:].detach().float() <= self.threshold).float().mean()
         return out
-
-    _update = staticmethod(GenerationTask._update)
 
     def diagnose(self, metrics: dict[str, float]) -> list:
         return self.diagnostics.update(metrics)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.training.diagnostics import Finding
+from pipeline.training.findings import Finding
 
 D_COLLAPSE = 0.05
 COLLAPSE_REPORTS = 2

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.training.findings import Finding
+
 COLOR_GAP = 0.15
 COLOR_RISE = 0.1
 COLOR_REPORTS = 3
@@ -36,12 +38,6 @@ D_WON = 0.95
 D_WON_REPORTS = 3
 MEMORISE_REPORTS = 3
 R_V = 0.3
-
-
-@dataclass(frozen=True)
-class Finding:
-    name: str  # colour | collapse | d_won | memorising
-    message: str
 
 
 @dataclass

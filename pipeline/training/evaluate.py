@@ -45,10 +45,15 @@ def evaluate(
     from pipeline.metrics import evaluation
     from pipeline.metrics.fid import Embedder, dataset_reference, folder_reference
     from pipeline.metrics.weights import resolve
-    from pipeline.training.checkpoint import COMPLETION_FILE, GENERATOR_FILE, config_from_checkpoint
+    from pipeline.training.checkpoint import (
+        COMPLETION_FILE,
+        GENERATOR_FILE,
+        config_from_checkpoint,
+        load_state,
+    )
     from pipeline.training.images import to_uint8
     from pipeline.training.noise import sample_z
-    from pipeline.training.sample import generator_from_state, labels_for, load_state
+    from pipeline.training.sample import generator_from_state, labels_for
 
     check_fid(replace(fid, every=max(fid.every, 1)))
     state = load_state(source, GENERATOR_FILE, COMPLETION_FILE)  # a GAN's, or a GLCIC run's

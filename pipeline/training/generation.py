@@ -29,7 +29,8 @@ from pipeline.training.diagnostics import Diagnostics
 from pipeline.training.images import to_uint8
 from pipeline.training.noise import random_labels, sample_z
 from pipeline.training.objective import Objective, gan_phases, judge
-from pipeline.training.stats import channel_stats, diversity, grad_norm, image_summaries, score
+from pipeline.training.optim import make_optimizer, scale_rates, update
+from pipeline.training.stats import channel_stats, diversity, image_summaries, score
 
 
 class GenerationTask:
@@ -133,7 +134,7 @@ class GenerationTask:
             real = judge(self.D_train, self.seen(x), y)
             judged_fake = judge(self.D_train, self.seen(fake.detach()), y_fake)
         errD, parts = self.objective.loss(phase_d.name, real, judged_fake)
-        parts["grad_norm_d"] = self._update(self.D, self.opt_d, errD)
+        parts["grad_norm_d"] = update(self.D, self.opt_d, errD)
         self.objective.constrain_d(self.D)
         # ADA's overfitting heuristic: on which side of its boundary D puts the reals.
         signs = self.objective.adversarial.real_signs(real.logits, judged_fake.logits)
@@ -158,7 +159,7 @@ class GenerationTask:
                 judged_gen = judge(self.D, self.seen(fake), y_gen)
             errG, g_parts = self.objective.loss(phase_g.name, None, judged_gen)
             parts.update(g_parts)
-            parts["grad_norm_g"] = self._update(self.G, self.opt_g, errG)
+            parts["grad_norm_g"] = update(self.G, self.opt_g, errG)
             self.D.requires_grad_(True)
 
             # Update G_ema.
@@ -188,15 +189,6 @@ class GenerationTask:
     def seen(self, images: torch.Tensor) -> torch.Tensor:
         """Images as D sees them: through the run's augmentation, if any."""
         return self.augment(images) if self.augment is not None else images
-
-    @staticmethod
-    def _update(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor):
-        """Gradients zeroed, backward, one optimizer step; returns the gradient norm."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = grad_norm(net)
-        optimizer.step()
-        return norm
 
     def boundary(self, step: int) -> bool:
         return False  # no phases: reports come every `report_every` steps and each epoch
@@ -275,29 +267,3 @@ def ema_decay(decay: float, step: int) -> float:
     """The EMA decay with a ramp-up: at step 100 G_ema would still be 90% random init with
     0.999, so early steps use (1 + step) / (10 + step), as is usual."""
     return min(decay, (1 + step) / (10 + step))
-
-
-# The optimizers the networks can train with (`optim.optimizer`): Adam with the config's betas,
-# RMSProp without momentum, as WGAN trains (Arjovsky et al. 2017: momentum-based optimizers
-# made its critic unstable), or Adadelta, as GLCIC trains (Iizuka et al. 2017; its lr scales
-# the computed update: 1.0 is Zeiler's).
-OPTIMIZERS = {
-    "adam": lambda params, lr, optim: torch.optim.Adam(
-        params, lr=lr, betas=(optim.beta1, optim.beta2)
-    ),
-    "rmsprop": lambda params, lr, optim: torch.optim.RMSprop(params, lr=lr),
-    "adadelta": lambda params, lr, optim: torch.optim.Adadelta(params, lr=lr),
-}
-
-
-def scale_rates(factor: float, **optimizers) -> dict[str, float]:
-    """Set each optimizer's rate to its config rate x `factor`: `name=(optimizer, lr)`;
-    returns {name: the rate now} for the report."""
-    for optimizer, lr in optimizers.values():
-        for group in optimizer.param_groups:
-            group["lr"] = lr * factor
-    return {name: opt.param_groups[0]["lr"] for name, (opt, _) in optimizers.items()}
-
-
-def make_optimizer(optim, params, lr: float) -> torch.optim.Optimizer:
-    return OPTIMIZERS[optim.optimizer](params, lr, optim)

@@ -14,31 +14,11 @@ import torch
 from pipeline.errors import PipelineError
 
 
-def load_state(source: str, *model_files: str) -> dict:
-    """A checkpoint's state from a path, or from an MLflow run id: the first of its
-    `model_files` it has (the final model alone), else its last `checkpoints/checkpoint.pt`."""
-    from pipeline.training import checkpoint as ckpt
-
-    path = Path(source).expanduser()
-    if not path.exists():
-        from pipeline import tracking
-
-        uri = tracking.tracking_uri()
-        handle = tracking.find_run(uri, source)
-        for name in (*model_files, "checkpoints/checkpoint.pt"):
-            path = tracking.download_artifact(handle, name)
-            if path is not None:
-                break
-        if path is None:
-            raise PipelineError(f"MLflow run {source} has no model or checkpoint yet")
-    return ckpt.load(path)
-
-
 def load_generator(source: str):
     """(G_ema in eval mode, its checkpoint state) from a path or an MLflow run id."""
     from pipeline.training import checkpoint as ckpt
 
-    return generator_from_state(load_state(source, ckpt.GENERATOR_FILE), source)
+    return generator_from_state(ckpt.load_state(source, ckpt.GENERATOR_FILE), source)
 
 
 def generator_from_state(state: dict, source: str):

@@ -39,13 +39,13 @@ from pipeline.data.sources.celeba import CelebaSource
 from pipeline.grid import make_grid
 from pipeline.metrics.completion import completion_scores
 from pipeline.models.glcic import CompletionNetwork
+from pipeline.tasks.completion.diagnostics import PHASE_C, PHASE_D, PHASE_JOINT
+from pipeline.tasks.completion.masks import fill, make_masks
+from pipeline.tasks.completion.task import CompletionTask
 from pipeline.training import checkpoint as ckpt
-from pipeline.training.completion import CompletionTask, fill
-from pipeline.training.completion_diagnostics import PHASE_C, PHASE_D, PHASE_JOINT
 from pipeline.training.config import load_train_config
 from pipeline.training.context import DataShape, Setup
 from pipeline.training.images import to_images, to_uint8
-from pipeline.training.masks import make_masks
 from pipeline.training.runner import LocalContext, run_worker
 
 SIZE = 64

@@ -56,8 +56,8 @@ from _training import celeba_train_set
 from pipeline.data.reader import ShardDataset
 from pipeline.grid import make_grid
 from pipeline.models import build_generator
+from pipeline.tasks.generation.diagnostics import Diagnostics
 from pipeline.training.config import load_train_config
-from pipeline.training.diagnostics import Diagnostics
 from pipeline.training.images import to_images
 from pipeline.training.noise import sample_z
 from pipeline.training.runner import LocalContext, run_worker

@@ -1,5 +1,5 @@
 """`pipeline complete RUN_ID|CHECKPOINT`: fill holes in images with a GLCIC run's network
-(pipeline.training.complete)."""
+(pipeline.tasks.completion.complete)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def complete(
 
       pipeline complete runs/.../checkpoint.pt --images photos/ --out done/ --random-boxes 4
     """
-    from pipeline.training.complete import complete as run_completion
+    from pipeline.tasks.completion.complete import complete as run_completion
 
     written = run_completion(
         run,

@@ -210,12 +210,12 @@ def sample(
     if arithmetic is not None:
         if interpolate or numbered:
             raise PipelineError("--arithmetic writes its own grid: drop --interpolate/--numbered")
-        from pipeline.training.arithmetic import latent_arithmetic
+        from pipeline.tasks.generation.arithmetic import latent_arithmetic
 
         path = latent_arithmetic(run, out, arithmetic, list(pick or []), n=n, seed=seed,
                                  class_name=class_name, result_class=result_class)  # fmt: skip
     else:
-        from pipeline.training.sample import sample as draw
+        from pipeline.tasks.generation.sample import sample as draw
 
         path = draw(run, out, n=n, class_name=class_name, interpolate=interpolate, seed=seed,
                     numbered=numbered)  # fmt: skip

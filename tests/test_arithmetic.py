@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.training.arithmetic import combine, parse_expression, parse_picks
+from pipeline.tasks.generation.arithmetic import combine, parse_expression, parse_picks
 from tests.shard_checks import assert_one_line_error
 
 

@@ -193,8 +193,8 @@ FAMILIES = [("dcgan", {}), ("acgan", {}), ("wgan", {}), ("wgan-gp", {}),
 @pytest.mark.parametrize(("family", "options"), FAMILIES)
 def test_d_sees_augmented_images_in_both_phases_of_every_family(family, options):
     from pipeline.models.config import ClassSpec
+    from pipeline.tasks.generation.task import GenerationTask
     from pipeline.training.context import DataShape
-    from pipeline.training.generation import GenerationTask
     from pipeline.training.labels import LabelPlan
 
     config = load_train_config(family, options={
@@ -325,8 +325,8 @@ def test_without_a_held_out_split_the_run_says_so_once(tmp_path, capsys):
 def test_the_measure_leaves_d_and_g_as_they_were(anime_val):
     """Batch-norm statistics and spectral norm's power-iteration vectors are buffers that a
     forward in training mode changes: the measure puts them back."""
+    from pipeline.tasks.generation.task import GenerationTask
     from pipeline.training.context import DataShape
-    from pipeline.training.generation import GenerationTask
 
     config = load_train_config("dcgan", options={
         "workers": 1, "model.width_g": 16, "model.width_d": 16, "model.z_dim": 32,

@@ -47,7 +47,7 @@ def test_image_sizes_the_networks_cannot_take_are_refused():
 
 
 def test_boxes_patches_and_crops():
-    from pipeline.training.masks import BoxMasks, CentreMasks, crop, local_corners
+    from pipeline.tasks.completion.masks import BoxMasks, CentreMasks, crop, local_corners
 
     generator = torch.Generator().manual_seed(0)
     mask, boxes = BoxMasks(64, 0.375, 0.5).draw(200, generator)
@@ -68,7 +68,7 @@ def test_boxes_patches_and_crops():
 
 
 def test_mask_folder_reads_binary_masks_and_refuses_others(tmp_path):
-    from pipeline.training.masks import FolderMasks
+    from pipeline.tasks.completion.masks import FolderMasks
 
     hole = np.zeros((64, 64), np.uint8)
     hole[10:30, 5:25] = 255
@@ -258,7 +258,7 @@ def test_complete_and_sample_bad_inputs(cli, trained, tmp_path):
 
 
 def test_diagnostics_read_the_reports():
-    from pipeline.training.completion_diagnostics import CompletionDiagnostics
+    from pipeline.tasks.completion.diagnostics import CompletionDiagnostics
 
     d = CompletionDiagnostics(alpha=4e-4)
     healthy = {"phase": 3.0, "loss_d": 0.9, "loss_adv": 1.0, "loss_c": 0.1, "l1_hole": 30.0}

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.tasks.generation.diagnostics import Diagnostics
+from pipeline.tasks.generation.task import GenerationTask
 from pipeline.training import runner
 from pipeline.training.config import load_train_config
-from pipeline.training.diagnostics import Diagnostics
-from pipeline.training.generation import GenerationTask
 from pipeline.training.runner import LocalContext, run_worker
 from tests.train_fixtures import TINY, anime_dataset
 

@@ -9,10 +9,10 @@ import contextlib
 import pytest
 import torch
 
+from pipeline.tasks.generation.objective import Objective
+from pipeline.tasks.generation.task import GenerationTask
 from pipeline.training.config import load_train_config
 from pipeline.training.context import DataShape, Setup
-from pipeline.training.generation import GenerationTask
-from pipeline.training.objective import Objective
 from tests.train_fixtures import TINY
 
 CPU = Setup(

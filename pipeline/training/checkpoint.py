@@ -1,9 +1,11 @@
 """Checkpoints: plain dicts of state_dicts plus the config, loaded with weights_only=True.
 
-One file, `checkpoint.pt`, holds G, D, G_ema, both optimizers, the position (epoch, batch in
-epoch, step, images seen), rank 0's RNG states, the resolved config and the label plan. The
-learning-rate schedule is a pure function of the epoch and the config, so it has no state
-to save: a resumed (or PBT-mutated) config's rates apply from the next step on.
+One file, `checkpoint.pt`, holds the task's state (its models and optimizers: a GAN's G, D,
+G_ema, opt_g, opt_d), the position (epoch, batch in epoch, step, images seen), rank 0's RNG
+states, the resolved config and the label plan. The learning-rate schedule is a pure function
+of the epoch and the config, so it has no state to save: a resumed (or PBT-mutated) config's
+rates apply from the next step on. At the end of a run the task's EXPORT alone is written to
+its EXPORT_FILE (`save_generator`); `load_state` reads either kind, from a path or a run.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from pipeline.errors import PipelineError
 FORMAT = "pipeline-gan-checkpoint"
 VERSION = 1
 FILE = "checkpoint.pt"
-GENERATOR_FILE = "generator.pt"
-COMPLETION_FILE = "completion.pt"
 # What using a trained model needs of a run besides its task's EXPORT (G_ema; C and the mean
 # pixel): how to build it and how far it trained, nothing to train on.
 ABOUT_KEYS = ("config", "labels", "image", "epoch", "step", "images_seen")

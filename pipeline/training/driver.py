@@ -41,10 +41,10 @@ class TrainResult:
 def prepare(config: TrainConfig) -> tuple[Path, dict]:
     """Check the config against its dataset; returns the dataset path and manifest."""
     from pipeline.data.shards import read_manifest
-    from pipeline.models import check_config
     from pipeline.models.norms import get_norm
     from pipeline.settings import resolve_dataset
     from pipeline.training.labels import plan_labels
+    from pipeline.training.runner import TASKS
 
     if not config.data.dataset:
         raise ConfigError("no dataset: pass --data NAME (see `pipeline datasets list`)")
@@ -55,12 +55,7 @@ def prepare(config: TrainConfig) -> tuple[Path, dict]:
             f"dataset {manifest['name']} has no split {config.data.split!r}; it has: "
             f"{', '.join(manifest['splits'])}"
         )
-    if config.family == "glcic":
-        from pipeline.training.completion import check_dataset
-
-        check_dataset(config, manifest)
-    else:
-        check_config(config.model, config.loss, image_size=manifest["image"]["height"])
+    TASKS[config.family].check_dataset(config, manifest)
     syncing = [n for n in (config.model.norm_g, config.model.norm_d) if get_norm(n).syncs]
     if syncing and config.gpus_per_worker == 0 and config.workers > 1:
         raise ConfigError(

@@ -1,12 +1,14 @@
-"""`pipeline evaluate RUN_ID|CHECKPOINT`: FID and KID of a trained generator, logged into
-its MLflow run.
+"""`pipeline evaluate RUN_ID|CHECKPOINT`: a trained model's metrics, logged into its MLflow run.
 
     result = evaluate("3f2a...", data="celeba-64", fid=FidConfig(samples=10000))
-    result.scores       # {"fid": 23.1, "kid": 0.018, "kid_std": 0.001}
-    result.protocol     # backbone, weights hash, dims, resize, N real / fake, reference
+    result.scores       # a GAN run's {"fid": 23.1, "kid": 0.018, "kid_std": 0.001, ...}
+    result.protocol     # how they were made: backbone, weights hash, dims, N real / fake, ...
 
-The real side is a dataset split (reference statistics cached under its `stats/`), a folder
-of images, or a published statistics file (`.npz` with mu and sigma: FID only).
+Which evaluation a checkpoint gets is its task's: the run's family finds the task in
+`runner.TASKS`, and the task's `evaluate` scores the checkpoint (a GAN's generator in
+`pipeline.tasks.generation.evaluate`, a GLCIC run's completions in
+`pipeline.tasks.completion.evaluate`). A task refuses, in one line, an option it does not take
+(`real`, `masks`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from pipeline.errors import PipelineError
-from pipeline.metrics.config import FidConfig, check_fid, check_reference, wants_logits
+from pipeline.metrics.config import FidConfig, check_fid
 
 
 @dataclass
@@ -27,7 +25,7 @@ class Evaluation:
     scores: dict[str, float]
     protocol: dict
     run_id: str | None  # the MLflow run the numbers were logged into
-    step: int  # images seen by the generator
+    step: int  # images seen by the model
 
 
 def evaluate(
@@ -39,142 +37,24 @@ def evaluate(
     say: Callable[[str], None] = lambda line: None,
     masks: str | None = None,
 ) -> Evaluation:
-    """FID / KID of a GAN run's generator; the completion metrics of a GLCIC run
-    (`pipeline.training.evaluate_completion`: `masks` is a folder of masks for them)."""
-    from pipeline.judge.judge import class_accuracy
-    from pipeline.metrics import evaluation
-    from pipeline.metrics.fid import Embedder, dataset_reference, folder_reference
-    from pipeline.metrics.weights import resolve
-    from pipeline.training.checkpoint import (
-        COMPLETION_FILE,
-        GENERATOR_FILE,
-        config_from_checkpoint,
-        load_state,
-    )
-    from pipeline.training.images import to_uint8
-    from pipeline.training.noise import sample_z
-    from pipeline.training.sample import generator_from_state, labels_for
+    """The metrics of the run (an MLflow run id) or checkpoint `source`, by its task: FID /
+    KID and the rest of a GAN run's generator (`real`: a folder or `.npz` to compare with);
+    the completion metrics of a GLCIC run (`masks`: a folder of masks for its holes)."""
+    from pipeline.training.checkpoint import config_from_checkpoint, load_state
+    from pipeline.training.runner import TASKS
 
     check_fid(replace(fid, every=max(fid.every, 1)))
-    state = load_state(source, GENERATOR_FILE, COMPLETION_FILE)  # a GAN's, or a GLCIC run's
+    model_files = dict.fromkeys(task.EXPORT_FILE for task in TASKS.values())
+    state = load_state(source, *model_files)  # a run's final model, whichever task made it
     handle = None if Path(source).expanduser().exists() else _run(source)
-    if "C" in state:
-        if real is not None:
-            raise PipelineError("--real is for GAN runs; a GLCIC run is scored on --data's split")
-        from pipeline.training.evaluate_completion import evaluate_completion
-
-        result, details, step = evaluate_completion(state, handle, fid, data, masks, device, say)
-        return Evaluation(result, details, handle.run_id if handle else None, step)
-    if masks is not None:
-        raise PipelineError("--masks is for GLCIC runs (image completion), not GAN runs")
-    G, state = generator_from_state(state, source)
-    config = config_from_checkpoint(state)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    split = fid.split or config.data.split
-    dataset_path = None
-    if real is None:
-        dataset_path = _dataset(data or config.data.dataset, state, fid, split)
-    labels = state.get("labels")
-    if fid.intra and real is not None:
-        raise PipelineError("intra-FID compares with a dataset's classes: use --data, not --real")
-    backbone = resolve(fid.weights or None, say=say)
-    embedder = Embedder(backbone, fid.dims, device, fid.batch, logits=wants_logits(fid))
-    real_labels = judge = None
-    if real is not None:
-        reference = folder_reference(embedder, real)
-    else:
-        from pipeline.data.staging import local_copy
-
-        dataset_path = local_copy(dataset_path)
-        if fid.intra:
-            real_labels = _intra_labels(dataset_path, split, fid, config, labels)
-        judge = _judge(dataset_path, labels, say)
-        reference = dataset_reference(embedder, dataset_path, split, fid, say)
-
-    G = G.to(device)
-
-    @torch.no_grad()
-    def sample(n: int, generator: torch.Generator, y=None) -> np.ndarray:
-        z = sample_z(config, n, device, generator)
-        if y is None:
-            y = labels_for(labels, n, None, generator)
-        return to_uint8(G(z, y.to(device) if y is not None else None))
-
-    fake = evaluation.generated_pass(embedder, sample, fid, labels, judge)
-    details = evaluation.protocol(backbone, fid, reference, fake)
-    intra = None
-    if real_labels is not None:
-        intra = evaluation.intra_fid(fake, reference, real_labels, labels)
-        details["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-    result = evaluation.scores(fake, reference, fid, backbone.standin, intra, device)
-    if fake.judged is not None:
-        result.update(class_accuracy(fake.judged, fake.intended, judge.names))
-        result.update(judge.info)
-        details["class_acc"] = evaluation.judge_protocol(judge)
-    step = int(state.get("images_seen", 0))
-    if handle is not None:
-        from pipeline import tracking
-
-        tracker = tracking.Tracker(handle)
-        tracker.log_metrics(result, step=step)
-        where = Path(real).name if real else f"{details['real'].split(' ')[0].replace('/', '-')}"
-        tracker.log_dict(details, f"fid/evaluate-{where}-n{fake.n}-{fid.dims}d.json")
-        tracker.set_tags({"pipeline.fid_backbone": backbone.kind})
-        tracker.close()  # in MLflow when this returns (or its journal named)
-    return Evaluation(result, details, handle.run_id if handle else None, step)
-
-
-def _intra_labels(dataset_path, split: str, fid: FidConfig, config, labels: dict | None):
-    """The reference images' labels, checked to hold enough images of every class."""
-    from pipeline.data.shards import read_manifest
-    from pipeline.metrics.evaluation import check_intra, reference_labels
-    from pipeline.training.labels import plan_labels
-
-    if labels is None:
-        raise PipelineError("intra-FID needs a conditional generator; this one has no labels")
-    manifest = read_manifest(dataset_path)
-    plan = plan_labels(manifest, config.data.groups, config.data.attrs)
-    real_labels = reference_labels(dataset_path, split, fid, plan)
-    check_intra(real_labels, labels, fid, f"{manifest['name']}/{split}")
-    return real_labels
-
-
-def _judge(dataset_path, labels: dict | None, say):
-    """The dataset's class judge for a conditional generator (None: said how to train one)."""
-    if labels is None:
-        return None
-    from pipeline.data.shards import read_manifest
-    from pipeline.judge import find_judge, how_to_train
-
-    judge = find_judge(dataset_path, labels)
-    if judge is None:
-        say(f"no class judge: class_acc is not measured; "
-            f"{how_to_train(read_manifest(dataset_path)['name'], labels)}")  # fmt: skip
-    return judge
+    task = TASKS[config_from_checkpoint(state).family]
+    scores, protocol, step = task.evaluate(
+        state, handle, fid, data=data, real=real, masks=masks, device=device, say=say
+    )
+    return Evaluation(scores, protocol, handle.run_id if handle else None, step)
 
 
 def _run(run_id: str):
     from pipeline import tracking
 
     return tracking.find_run(tracking.tracking_uri(), run_id)
-
-
-def _dataset(name: str, state: dict, fid: FidConfig, split: str) -> Path:
-    """The dataset to compare with, checked against the generator and the sample count."""
-    from pipeline.data.shards import read_manifest
-    from pipeline.settings import resolve_dataset
-
-    if not name:
-        raise PipelineError("no dataset to compare with: pass --data NAME or --real FOLDER")
-    path = resolve_dataset(name)
-    manifest = read_manifest(path)
-    size, channels = manifest["image"]["height"], manifest["image"].get("channels", 3)
-    if (size, channels) != (state["image"]["size"], state["image"]["channels"]):
-        raise PipelineError(
-            f"dataset {manifest['name']} holds {size}px images with {channels} channel(s), the "
-            f"generator makes {state['image']['size']}px with {state['image']['channels']}: "
-            "compare with a dataset ingested at the generator's size"
-        )
-    check_reference(manifest, split, fid)
-    return path

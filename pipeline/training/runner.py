@@ -3,8 +3,10 @@
 It owns what every task shares: devices and precision, this rank's slice of the shards and
 its epochs, DDP, the position (epoch, batch, step, images seen) and resuming it, reports
 (metrics reduced over ranks, the sample grid, FID) and checkpoints. A task owns its models
-and its step: `generation` is the GAN families (`pipeline.training.generation`), `completion` is
-GLCIC (`pipeline.training.completion`); TASKS maps each model family to its task.
+and its step, and keeps the `Task` protocol; each lives in a room of its own under
+`pipeline.tasks` (the GAN families in `generation`, GLCIC in `completion`). TASKS, the one
+registry, maps each model family to its task: a new task is its class, one line here and a
+preset of its family (`pipeline.training.config.PRESETS`).
 
 It needs no Ray: a `WorkerContext` says who we are and where reports and checkpoints go
 (`pipeline.training.context`).
@@ -25,11 +27,11 @@ import torch.distributed as dist
 
 from pipeline.config import to_dict
 from pipeline.console import say
+from pipeline.tasks.completion.task import CompletionTask
+from pipeline.tasks.generation.task import GenerationTask
 from pipeline.training import checkpoint as ckpt
-from pipeline.training.completion import CompletionTask
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, LocalContext, Setup, WorkerContext
-from pipeline.training.generation import GenerationTask
 from pipeline.training.images import augment, to_images
 from pipeline.training.labels import grid_shape, plan_labels
 from pipeline.training.progress import LOSSES, Ticker
@@ -63,10 +65,19 @@ class Task(Protocol):
     """A task owns its models, their optimizers and its step; built with
     `Task(config, setup, shape)` after the runner seeds torch (same weights on every rank).
     EXPORT names the state a trained model is used with, written at the end of a run to
-    EXPORT_FILE (`pipeline sample` reads generator.pt, `pipeline complete` completion.pt)."""
+    EXPORT_FILE (`pipeline sample` reads generator.pt, `pipeline complete` completion.pt).
+    Before a run, the driver asks the class to `check_dataset`; after it, `pipeline evaluate`
+    asks it to `evaluate` a checkpoint (`pipeline.training.evaluate`)."""
 
     EXPORT: tuple[str, ...]
     EXPORT_FILE: str
+
+    @staticmethod
+    def check_dataset(config: TrainConfig, manifest: dict) -> None: ...  # ConfigError if unfit
+    @staticmethod
+    def evaluate(  # (scores, protocol, images seen), logged into `handle`'s run when given
+        state: dict, handle, fid, *, data, real, masks, device, say
+    ) -> tuple[dict[str, float], dict, int]: ...
 
     def state_dict(self) -> dict: ...  # models and optimizers, for the checkpoint
     def load_state_dict(self, state: dict) -> None: ...

@@ -314,15 +314,10 @@ def plan_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> tuple
     dataset_path, manifest = prepare(base)
 
     def build(values: dict) -> None:
-        from pipeline.models import check_config
+        from pipeline.training.runner import TASKS
 
         trial = load_train_config(config.model, base=to_dict(base), options=values)
-        if trial.family == "glcic":
-            from pipeline.training.completion import check_dataset
-
-            check_dataset(trial, manifest)
-        else:
-            check_config(trial.model, trial.loss, image_size=manifest["image"]["height"])
+        TASKS[trial.family].check_dataset(trial, manifest)
 
     # The --set values win over the fixed ones, so the space's values are tried on the base.
     check_values(replace(space, fixed={}), build)

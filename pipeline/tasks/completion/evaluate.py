@@ -1,6 +1,6 @@
 """`pipeline evaluate RUN` on a GLCIC run: the completion metrics, logged into the run.
 
-    scores, protocol, step = evaluate_completion(state, handle, fid, data=None, masks=None)
+    scores, protocol, step = evaluate(state, handle, fid, data=None, masks=None)
     scores          # {"val_l1_hole": ..., "val_psnr_hole": ..., "val_ssim": ..., "val_fid": ...}
 
 The images are up to `fid.samples` evenly spaced images of the split (default: the run's
@@ -8,7 +8,9 @@ evaluation split), each with a hole from the run's mask kind seeded by `fid.seed
 `--masks DIR`, in turn); L1 / PSNR / SSIM in the hole and over the image
 (`pipeline.metrics.completion`), and FID / KID of the completions against the split's real
 images with the FID machinery of the GANs. Logged with the split as prefix
-(`val_psnr_hole`), so they do not mix with the training-time evaluation set's curves.
+(`val_psnr_hole`), so they do not mix with the training-time evaluation set's curves. The
+evaluation set of training (`CompletionTask.fixed_samples`) comes from the same split
+(`evaluation_split`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
+from pipeline.training.config import TrainConfig
 
 
-def evaluate_completion(
+def evaluate(
     state: dict,
     handle,
     fid,
     data: str | None = None,
+    real: str | None = None,
     masks: str | None = None,
     device: str | None = None,
     say: Callable[[str], None] = lambda line: None,
@@ -43,11 +48,12 @@ def evaluate_completion(
     from pipeline.metrics.weights import resolve
     from pipeline.models.glcic import CompletionNetwork
     from pipeline.settings import resolve_dataset
+    from pipeline.tasks.completion.masks import FolderMasks, composite, fill, make_masks
     from pipeline.training.checkpoint import config_from_checkpoint
-    from pipeline.training.completion import composite, evaluation_split, fill
     from pipeline.training.images import to_images, to_uint8
-    from pipeline.training.masks import FolderMasks, make_masks
 
+    if real is not None:
+        raise PipelineError("--real is for GAN runs; a GLCIC run is scored on --data's split")
     config = config_from_checkpoint(state)
     size, channels = state["image"]["size"], state["image"]["channels"]
     name = data or config.data.dataset
@@ -119,3 +125,18 @@ def evaluate_completion(
         tracker.log_dict(details, f"completion/evaluate-{manifest['name']}-{split}-n{n}.json")
         tracker.close()  # in MLflow when this returns (or its journal named)
     return result, details, step
+
+
+def evaluation_split(manifest: dict, config: TrainConfig) -> str:
+    """The split the evaluation set comes from: completion.eval_split, else val, else test,
+    else the training split."""
+    wanted = config.completion.eval_split
+    splits = manifest["splits"]
+    if wanted:
+        if wanted not in splits:
+            raise ConfigError(
+                f"dataset {manifest['name']} has no split {wanted!r} for the evaluation set; "
+                f"it has: {', '.join(splits)}"
+            )
+        return wanted
+    return next((s for s in ("val", "test") if s in splits), config.data.split)

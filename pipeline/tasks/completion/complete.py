@@ -23,6 +23,7 @@ import torch
 
 from pipeline.errors import PipelineError
 
+COMPLETION_FILE = "completion.pt"  # C and the mean pixel, written at the end of a run
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 BLENDS = ("poisson",)
 
@@ -42,7 +43,7 @@ class Completer:
     def __call__(self, pixels: np.ndarray, hole: np.ndarray) -> np.ndarray:
         """uint8 (H, W, C) image and 0/1 (H, W) hole -> uint8 completion; outside the hole,
         the input's very pixels."""
-        from pipeline.training.completion import fill
+        from pipeline.tasks.completion.masks import fill
         from pipeline.training.images import to_images, to_uint8
 
         x = to_images(torch.from_numpy(pixels[None].copy()), "cpu", False)
@@ -57,7 +58,7 @@ def load_completer(source: str) -> Completer:
     from pipeline.training import checkpoint as ckpt
     from pipeline.training.checkpoint import config_from_checkpoint
 
-    state = ckpt.load_state(source, ckpt.COMPLETION_FILE)
+    state = ckpt.load_state(source, COMPLETION_FILE)
     config = config_from_checkpoint(state)
     if "C" not in state:
         raise PipelineError(
@@ -163,7 +164,7 @@ def complete(
     say: Callable[[str], None] = lambda line: None,
 ) -> list[Path]:
     """Complete a file or a folder of images; returns the PNGs written under `out`."""
-    from pipeline.training.masks import BoxMasks, mask_files, read_mask_folder
+    from pipeline.tasks.completion.masks import BoxMasks, mask_files, read_mask_folder
 
     chosen = [name for name, v in (("--box", box), ("--masks", masks),
                                    ("--random-boxes", random_boxes)) if v is not None]  # fmt: skip

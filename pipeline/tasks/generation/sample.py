@@ -13,12 +13,14 @@ import torch
 
 from pipeline.errors import PipelineError
 
+GENERATOR_FILE = "generator.pt"  # G_ema alone, written at the end of a run (EXPORT_FILE)
+
 
 def load_generator(source: str):
     """(G_ema in eval mode, its checkpoint state) from a path or an MLflow run id."""
     from pipeline.training import checkpoint as ckpt
 
-    return generator_from_state(ckpt.load_state(source, ckpt.GENERATOR_FILE), source)
+    return generator_from_state(ckpt.load_state(source, GENERATOR_FILE), source)
 
 
 def generator_from_state(state: dict, source: str):

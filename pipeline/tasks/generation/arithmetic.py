@@ -96,10 +96,10 @@ def latent_arithmetic(
 ) -> Path:
     """Write the arithmetic's grid (group averages, result, noisy results) as a PNG."""
     from pipeline.grid import make_grid
+    from pipeline.tasks.generation.sample import labels_for, load_generator, set_class
     from pipeline.training.checkpoint import config_from_checkpoint
     from pipeline.training.images import to_uint8
     from pipeline.training.noise import sample_z
-    from pipeline.training.sample import labels_for, load_generator, set_class
 
     if Path(out).suffix.lower() != ".png":
         raise PipelineError(f"--out {out} must be a .png file")

@@ -2,14 +2,13 @@
 
 It owns G, D, G_ema, their optimizers and the step, which reads like the papers: "(1) Update
 D" on a real and a fake batch, then every `n_critic` D steps "(2) Update G", then G_ema. The
-loss, its terms (ACGAN's class loss, WGAN-GP's penalty: `pipeline.training.objective`), the
-norms, the conditioning and the architecture come from the config; nothing here is
-per-family. With `augment.policy`, every image D sees (reals and fakes, in both steps, before
-the penalty and the class head) goes through the differentiable augmentation
-(`pipeline.augment`), whose ADA controller reads D's signs on the reals. Each report measures
-whether D memorises the training set (`pipeline.training.overfitting`). Everything tasks
-share (data, devices, DDP, reports, checkpoints, FID) is the runner's
-(`pipeline.training.runner`).
+loss, its terms (ACGAN's class loss, WGAN-GP's penalty: `objective`), the norms, the
+conditioning and the architecture come from the config; nothing here is per-family. With
+`augment.policy`, every image D sees (reals and fakes, in both steps, before the penalty and
+the class head) goes through the differentiable augmentation (`pipeline.augment`), whose ADA
+controller reads D's signs on the reals. Each report measures whether D memorises the
+training set (`pipeline.training.overfitting`). Everything tasks share (data, devices, DDP,
+reports, checkpoints, FID) is the runner's (`pipeline.training.runner`).
 """
 
 from __future__ import annotations
@@ -22,13 +21,14 @@ from torch import nn
 
 from pipeline import console
 from pipeline.augment.policy import Augment
-from pipeline.training import checkpoint as ckpt
+from pipeline.tasks.generation import evaluate as evaluation
+from pipeline.tasks.generation.diagnostics import Diagnostics
+from pipeline.tasks.generation.objective import Objective, gan_phases, judge
+from pipeline.tasks.generation.sample import GENERATOR_FILE
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
-from pipeline.training.diagnostics import Diagnostics
 from pipeline.training.images import to_uint8
 from pipeline.training.noise import random_labels, sample_z
-from pipeline.training.objective import Objective, gan_phases, judge
 from pipeline.training.optim import make_optimizer, scale_rates, update
 from pipeline.training.stats import channel_stats, diversity, image_summaries, score
 
@@ -37,7 +37,15 @@ class GenerationTask:
     """G(z, y) against D(x, y); G_ema for samples, grids and FID."""
 
     EXPORT = ("G_ema",)  # what `pipeline sample` / `evaluate` need of a checkpoint
-    EXPORT_FILE = ckpt.GENERATOR_FILE
+    EXPORT_FILE = GENERATOR_FILE
+    evaluate = staticmethod(evaluation.evaluate)  # `pipeline evaluate` of a checkpoint
+
+    @staticmethod
+    def check_dataset(config: TrainConfig, manifest: dict) -> None:
+        """The model against the dataset's image size, before any worker starts."""
+        from pipeline.models import check_config
+
+        check_config(config.model, config.loss, image_size=manifest["image"]["height"])
 
     def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         """Build G and D on `setup.device` for `data` (image size, channels, label plan).
@@ -194,7 +202,7 @@ class GenerationTask:
         return False  # no phases: reports come every `report_every` steps and each epoch
 
     def diagnose(self, metrics: dict[str, float]) -> list:
-        """What the report's statistics say is going wrong (`pipeline.training.diagnostics`)."""
+        """What the report's statistics say is going wrong (`diagnostics`)."""
         return self.diagnostics.update(metrics)
 
     def summaries(self, values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Diagnostics of an image-completion run: the ways GLCIC reimplementations fail (notes/glcic.md),
 read from each report's metrics, said once on the console and tagged on the run as the GAN
-diagnostics are (`pipeline.training.diagnostics`).
+diagnostics are (a `pipeline.training.findings.Finding` each).
 
     no_adversarial  in the joint phase, D's loss below D_COLLAPSE for COLLAPSE_REPORTS reports in
                     a row: D tells every completion from a real image, so C's adversarial term

@@ -26,17 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError
-from pipeline.training import checkpoint as ckpt
-from pipeline.training.completion_diagnostics import (
+from pipeline.tasks.completion import evaluate as evaluation
+from pipeline.tasks.completion.complete import COMPLETION_FILE
+from pipeline.tasks.completion.diagnostics import (
     PHASE_C,
     PHASE_D,
     PHASE_JOINT,
     CompletionDiagnostics,
 )
+from pipeline.tasks.completion.masks import composite, crop, fill, local_corners, make_masks
 from pipeline.training.config import TrainConfig
 from pipeline.training.context import DataShape, Setup
 from pipeline.training.images import to_images, to_uint8
-from pipeline.training.masks import crop, local_corners, make_masks
 from pipeline.training.optim import make_optimizer, scale_rates, update
 
 GRID_ROWS = 8
@@ -95,22 +96,7 @@ def check_dataset(config: TrainConfig, manifest: dict) -> None:
     per_rank = config.batch_size // config.workers
     phases_for(config, (rows // config.workers) // per_rank)
     make_masks(config.completion, size)  # a bad mask folder fails here, said in one line
-    evaluation_split(manifest, config)
-
-
-def evaluation_split(manifest: dict, config: TrainConfig) -> str:
-    """The split the evaluation set comes from: completion.eval_split, else val, else test,
-    else the training split."""
-    wanted = config.completion.eval_split
-    splits = manifest["splits"]
-    if wanted:
-        if wanted not in splits:
-            raise ConfigError(
-                f"dataset {manifest['name']} has no split {wanted!r} for the evaluation set; "
-                f"it has: {', '.join(splits)}"
-            )
-        return wanted
-    return next((s for s in ("val", "test") if s in splits), config.data.split)
+    evaluation.evaluation_split(manifest, config)
 
 
 def mean_pixel(dataset, channels: int) -> torch.Tensor:
@@ -120,17 +106,6 @@ def mean_pixel(dataset, channels: int) -> torch.Tensor:
     images = dataset.take(rows.astype(np.int64), columns=[])["image"]
     mean = images.reshape(-1, channels).mean(0, dtype=np.float64)
     return torch.tensor(mean / 127.5 - 1.0, dtype=torch.float32)
-
-
-def fill(x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """C's input: the image with the hole filled by the mean pixel, and the mask channel."""
-    filled = x * (1 - mask) + mean.view(1, -1, 1, 1) * mask
-    return torch.cat([filled, mask], 1)
-
-
-def composite(x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The completed image: x outside the hole, C's output in it."""
-    return x * (1 - mask) + out.float() * mask
 
 
 def reconstruction(out: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, kind: str):
@@ -144,7 +119,9 @@ class CompletionTask:
     """C(x, M) against D(x, local patch)."""
 
     EXPORT = ("C", "mean_pixel")  # what `pipeline complete` needs of a checkpoint
-    EXPORT_FILE = ckpt.COMPLETION_FILE
+    EXPORT_FILE = COMPLETION_FILE
+    check_dataset = staticmethod(check_dataset)  # before any worker starts
+    evaluate = staticmethod(evaluation.evaluate)  # `pipeline evaluate` of a checkpoint
 
     def __init__(self, config: TrainConfig, setup: Setup, data: DataShape):
         from pipeline.data.reader import ShardDataset
@@ -341,4 +318,4 @@ class CompletionTask:
 def evaluation_split_of(dataset_path: str, config: TrainConfig) -> str:
     from pipeline.data.shards import read_manifest
 
-    return evaluation_split(read_manifest(dataset_path), config)
+    return evaluation.evaluation_split(read_manifest(dataset_path), config)

@@ -1,9 +1,11 @@
-"""Holes to complete: where they are (masks, 1 = hole) and the local patch around each.
+"""Holes to complete: where they are (masks, 1 = hole), the local patch around each, what C is
+given (the hole filled with the mean pixel) and what it gives back (composited into the image).
 
     source = make_masks(config.completion, image_size=64)
     mask, boxes = source.draw(n, generator)      # (n, 1, 64, 64) float, (n, 4) top/left/h/w
     corners = local_corners(boxes, 64, 32)       # the local patch centred on each hole
     patches = crop(images, corners, 32)
+    completed = composite(x, C(fill(x, mask, mean)), mask)  # x outside the hole, C's inside
 
 MASKS registry:
     boxes    a box per image, its height and width drawn separately from [hole_min, hole_max]
@@ -114,6 +116,17 @@ def crop(x: torch.Tensor, corners: torch.Tensor, local: int) -> torch.Tensor:
     cols = (corners[:, 1, None] + offsets)[:, None, :].expand(-1, local, local)
     n = torch.arange(x.shape[0], device=x.device)[:, None, None]
     return x[n, :, rows, cols].permute(0, 3, 1, 2)
+
+
+def fill(x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """C's input: the image with the hole filled by the mean pixel, and the mask channel."""
+    filled = x * (1 - mask) + mean.view(1, -1, 1, 1) * mask
+    return torch.cat([filled, mask], 1)
+
+
+def composite(x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The completed image: x outside the hole, C's output in it."""
+    return x * (1 - mask) + out.float() * mask
 
 
 def read_mask_folder(folder: str | Path, image_size: int) -> np.ndarray:

@@ -5,6 +5,7 @@ idempotently, the status last."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -273,17 +274,18 @@ def test_tune_resume_delivers_what_the_sweep_kept(server):
                                parent_run_id=parent.run_id)  # fmt: skip
     other = tracking.start_run(server.uri, "celeba-64/dcgan", "other", {"lr_g": 2e-4})
     server.stop()
-    for handle in (parent, trial):
-        Tracker(handle).log_metrics({"fid_standin": 3.0}, step=64)
-    # Another run's journal, of a process that ended while the server was away: logged here,
-    # its live sender could deliver it as soon as the server is back (the race this test lost
-    # one run in several).
+    # The sweep's parent and trial, and another run, each logged by a process that ended while
+    # the server was away (as an interrupted sweep did): no live sender is left to deliver
+    # them the moment the server is back (in this process, theirs raced deliver_kept and won
+    # one run in several), only their journals.
     script = (
-        "import sys; from pipeline.tracking import RunHandle, Tracker; "
-        "Tracker(RunHandle(*sys.argv[1:])).log_metrics({'fid_standin': 3.0}, step=64)"
+        "import sys, json; from pipeline.tracking import RunHandle, Tracker\n"
+        "for fields in json.loads(sys.argv[1]):\n"
+        "    Tracker(RunHandle(*fields)).log_metrics({'fid_standin': 3.0}, step=64)"
     )
+    handles = json.dumps([list(h.to_dict().values()) for h in (parent, trial, other)])
     ended = subprocess.run(
-        [sys.executable, "-c", script, *other.to_dict().values()],
+        [sys.executable, "-c", script, handles],
         env={**os.environ, "PIPELINE_TRACKING_WAIT_S": "0"},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

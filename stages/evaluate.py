@@ -47,6 +47,12 @@ def evaluate(
         bool,
         typer.Option("--intra-fid", help="Conditional runs: FID per class too (intra-FID)."),
     ] = False,
+    inception_score: Annotated[
+        bool,
+        typer.Option(
+            "--inception-score", help="IS below 2048-d too (costs the rest of the network)."
+        ),
+    ] = False,
     masks: Annotated[
         Path | None,
         typer.Option("--masks", help="GLCIC runs: a folder of binary masks for the holes."),
@@ -80,6 +86,7 @@ def evaluate(
         kid_subset_size=kid_subset_size,
         seed=seed,
         intra=intra_fid,
+        inception_score=inception_score,
     )
     result = run_evaluation(
         run,

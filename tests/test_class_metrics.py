@@ -47,6 +47,7 @@ def acgan(anime, judge_info, tmp_path_factory):
     return ctx.reports, protocols, ctx.resume_from / "checkpoint.pt"
 
 
+@pytest.mark.slow  # trains a judge and a 1-epoch ACGAN (module fixtures)
 def test_a_conditional_run_logs_class_acc_beside_the_judges_own_accuracy(acgan, judge_info):
     reports, protocols, _ = acgan
     metrics = reports[-1]
@@ -65,15 +66,18 @@ def test_a_conditional_run_logs_class_acc_beside_the_judges_own_accuracy(acgan, 
     assert "precision_standin" in metrics and "class_acc_standin" not in metrics
 
 
+@pytest.mark.slow  # trains a judge and a 1-epoch ACGAN (module fixtures)
 def test_evaluate_prints_class_acc_with_the_judges_accuracy(cli, anime, acgan):
     _, _, checkpoint = acgan
-    result = cli("evaluate", checkpoint, "--data", anime, *SMALL)
+    result = cli("evaluate", checkpoint, "--data", anime, "--inception-score", *SMALL)
     assert result.exit_code == 0, result.stderr
     line = result.stdout.splitlines()[0]
     assert "class_acc " in line and "class_acc/hair " in line and "judge_val_acc " in line
+    assert "is_standin " in line and "precision_standin " in line  # asked for at 64-d
     assert "pipeline judge train" not in result.stderr
 
 
+@pytest.mark.slow  # trains a judge and a 1-epoch ACGAN (module fixtures)
 def test_a_dataset_without_a_judge_says_how_to_train_one_once(cli, acgan, tmp_path):
     _, _, checkpoint = acgan
     unjudged = anime_dataset(tmp_path)  # no val split: another dataset, no judge
@@ -84,6 +88,7 @@ def test_a_dataset_without_a_judge_says_how_to_train_one_once(cli, acgan, tmp_pa
     assert f"pipeline judge train {unjudged.name} --group hair --group eyes" in result.stderr
 
 
+@pytest.mark.slow  # trains a judge and a 1-epoch ACGAN (module fixtures)
 def test_intra_fid_refuses_classes_too_small_and_unconditional_runs(cli, anime, acgan, tmp_path):
     _, _, checkpoint = acgan
     result = cli("evaluate", checkpoint, "--data", anime, "--intra-fid", *SMALL)

@@ -249,6 +249,7 @@ def test_unknown_dims_and_a_missing_real_folder(cli, anime, checkpoint, tmp_path
     )
 
 
+@pytest.mark.slow  # the Inception Score asked for at 64-d: the whole network on 96 images
 def test_protocol_is_json_ready(anime, checkpoint):
     from pipeline.training.evaluate import evaluate
 

@@ -190,6 +190,7 @@ def one_rank(rank: int, world: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes, each building the full stand-in Inception
 def test_two_ranks_gather_every_image_label_reading_and_logit_in_rank_order(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

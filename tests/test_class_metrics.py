@@ -105,6 +105,20 @@ def test_intra_fid_refuses_classes_too_small_and_unconditional_runs(cli, anime, 
     assert "intra-FID needs a conditional generator" in plain.stderr.strip().splitlines()[-1]
 
 
+def test_train_refuses_intra_fid_before_anything_starts(cli, anime, tmp_path, monkeypatch):
+    """Checked by the command, before Ray or an MLflow run: one line, nothing logged."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fid = ["--fid-every", "1", "--fid-samples", "96", "--fid-dims", "64", "--intra-fid"]
+    for family, words in (
+        ("dcgan", "intra-FID needs a conditional model (acgan); dcgan is not"),
+        ("acgan", "intra-FID against anime-32-val0.15/train: class hair="),
+    ):
+        result = cli("train", family, "--data", anime, "--epochs", "1", *fid)
+        assert result.exit_code == 1
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {words}")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_intra_fid_of_every_digit_during_training(tmp_path):
     """MNIST's 10 digits have enough images each for 64-d intra-FID: the first 800 test

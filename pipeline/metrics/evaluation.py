@@ -295,6 +295,8 @@ class Evaluator:
         self.protocol: dict | None = None
         self.real_labels = None
         if fid.intra:
+            if labels is None:  # the driver says so first for a dataset on its own disk
+                raise ConfigError("intra-FID needs a conditional model (acgan); leave it off")
             self.real_labels = reference_labels(dataset_path, split, fid, labels)
             check_intra(
                 self.real_labels, self.label_spec, fid, f"{Path(dataset_path).name}/{split}"

@@ -175,6 +175,24 @@ def test_a_journal_survives_a_sigkill(server, tmp_path, cli):
     assert run.data.tags["pipeline.note"] == "written before the kill"
 
 
+def logged_by_an_ended_process(handles, metrics: dict, step: int) -> None:
+    """`metrics` logged into each run by another process that ends while the server is away:
+    what is left is its journal, with no live sender to deliver it."""
+    script = (
+        "import sys, json; from pipeline.tracking import RunHandle, Tracker\n"
+        "points, step = json.loads(sys.argv[2]), int(sys.argv[3])\n"
+        "for fields in json.loads(sys.argv[1]):\n"
+        "    Tracker(RunHandle(*fields)).log_metrics(points, step=step)"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([list(h.to_dict().values()) for h in handles]),
+         json.dumps(metrics), str(step)],
+        env={**os.environ, "PIPELINE_TRACKING_WAIT_S": "0"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-2000:]
+
+
 def test_sync_refuses_what_is_no_journal_and_a_deleted_run(server, tmp_path, cli):
     (tmp_path / "not-a-journal").mkdir()
     (tmp_path / "not-a-journal" / "notes.txt").write_text("hello")
@@ -188,9 +206,10 @@ def test_sync_refuses_what_is_no_journal_and_a_deleted_run(server, tmp_path, cli
 
     handle = tracking.start_run(server.uri, "outage/dcgan", "deleted", {"lr_g": 2e-4})
     folder = journal.journals_root() / handle.run_id
-    tracker = Tracker(handle)
     server.stop()
-    tracker.log_metrics({"loss_d": 1.0}, step=1)
+    # Not by a live tracker here: its sender could deliver the point the moment the server is
+    # back, before the run is deleted (it did, once in a loaded CI run).
+    logged_by_an_ended_process([handle], {"loss_d": 1.0}, step=1)
     server.start()
     client(server.uri).delete_run(handle.run_id)
     result = cli("sync", str(folder))
@@ -278,18 +297,7 @@ def test_tune_resume_delivers_what_the_sweep_kept(server):
     # the server was away (as an interrupted sweep did): no live sender is left to deliver
     # them the moment the server is back (in this process, theirs raced deliver_kept and won
     # one run in several), only their journals.
-    script = (
-        "import sys, json; from pipeline.tracking import RunHandle, Tracker\n"
-        "for fields in json.loads(sys.argv[1]):\n"
-        "    Tracker(RunHandle(*fields)).log_metrics({'fid_standin': 3.0}, step=64)"
-    )
-    handles = json.dumps([list(h.to_dict().values()) for h in (parent, trial, other)])
-    ended = subprocess.run(
-        [sys.executable, "-c", script, handles],
-        env={**os.environ, "PIPELINE_TRACKING_WAIT_S": "0"},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert ended.returncode == 0, ended.stderr[-2000:]
+    logged_by_an_ended_process((parent, trial, other), {"fid_standin": 3.0}, step=64)
     server.start()
     said: list[str] = []
     assert deliver_kept(server.uri, parent.run_id, said.append) == 2

@@ -313,18 +313,31 @@ class Evaluator:
         if self.real is None:  # not rank 0
             self.protocol = {}
             return {}
-        self.protocol = protocol(self.backbone, self.fid, self.real, fake)
-        intra = None
-        if self.real_labels is not None:
-            intra = intra_fid(fake, self.real, self.real_labels, self.label_spec)
-            self.protocol["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-        out = scores(fake, self.real, self.fid, self.backbone.standin, intra, self.embedder.device)
-        if fake.judged is not None:
-            out.update(class_accuracy(fake.judged, fake.intended, self.judge.names))
-            out.update(self.judge.info)
-            self.protocol["class_acc"] = judge_protocol(self.judge)
+        out, self.protocol = score_pass(
+            fake, self.real, self.fid, self.backbone, self.embedder.device,
+            self.label_spec, self.real_labels, self.judge,
+        )  # fmt: skip
         out["fid_seconds"] = time.perf_counter() - started
         return out
+
+
+def score_pass(
+    fake: Generated, real: RealStats, fid: FidConfig, backbone: Backbone, device,
+    label_spec=None, real_labels=None, judge=None,
+) -> tuple[dict[str, float], dict]:  # fmt: skip
+    """Every score of one pass and its protocol: the Inception metrics, intra-FID when the
+    real labels are given, class_acc (beside the judge's own accuracy) when it was judged."""
+    details = protocol(backbone, fid, real, fake)
+    intra = None
+    if real_labels is not None:
+        intra = intra_fid(fake, real, real_labels, label_spec)
+        details["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
+    out = scores(fake, real, fid, backbone.standin, intra, device)
+    if fake.judged is not None:
+        out.update(class_accuracy(fake.judged, fake.intended, judge.names))
+        out.update(judge.info)
+        details["class_acc"] = judge_protocol(judge)
+    return out, details
 
 
 def judge_protocol(judge) -> dict:

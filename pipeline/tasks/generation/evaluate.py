@@ -34,7 +34,6 @@ def evaluate(
     say: Callable[[str], None] = lambda line: None,
 ) -> tuple[dict[str, float], dict, int]:
     """(scores, protocol, the run's images seen), the scores logged into `handle`'s run."""
-    from pipeline.judge.judge import class_accuracy
     from pipeline.metrics import evaluation
     from pipeline.metrics.fid import Embedder, dataset_reference, folder_reference
     from pipeline.metrics.weights import resolve
@@ -80,16 +79,9 @@ def evaluate(
         return to_uint8(G(z, y.to(device) if y is not None else None))
 
     fake = evaluation.generated_pass(embedder, sample, fid, labels, judge)
-    details = evaluation.protocol(backbone, fid, reference, fake)
-    intra = None
-    if real_labels is not None:
-        intra = evaluation.intra_fid(fake, reference, real_labels, labels)
-        details["intra_fid"] = {"per_class": intra, "groups": "softmax groups only"}
-    result = evaluation.scores(fake, reference, fid, backbone.standin, intra, device)
-    if fake.judged is not None:
-        result.update(class_accuracy(fake.judged, fake.intended, judge.names))
-        result.update(judge.info)
-        details["class_acc"] = evaluation.judge_protocol(judge)
+    result, details = evaluation.score_pass(
+        fake, reference, fid, backbone, device, labels, real_labels, judge
+    )
     step = int(state.get("images_seen", 0))
     if handle is not None:
         from pipeline import tracking

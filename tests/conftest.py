@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,14 @@ from tests.sample_data import SHARED, lsun_lmdb_from_celeba
 # short here, so a test that leaves a record undelivered (a server it stopped) does not hold
 # the session's exit for a minute. Tests of the wait set their own.
 os.environ.setdefault("PIPELINE_TRACKING_WAIT_S", "10")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the machine's cores: each gets its share of torch's threads (two
+    # processes each using every core oversubscribe them: the tier ran slower than in one).
+    import torch
+
+    processes = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    torch.set_num_threads(max(1, (os.cpu_count() or processes) // processes))
 
 
 def require_shared(*parts: str) -> Path:
@@ -44,6 +53,59 @@ def anime_root() -> Path:
 @pytest.fixture
 def mnist_root() -> Path:
     return require_shared("mnist")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """The suite runs in two processes (pytest-xdist, `--dist loadgroup`). Two Ray instances on
+    one machine must never overlap (shared/notes' collision, and two cores), so every test
+    marked `ray` is in one group: one process runs them one after another. Every other test is
+    grouped by its module, so a module's fixtures are built once, and runs beside them."""
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session):
+    """The groups must reach pytest-xdist's scheduler through the node ids (`test@ray`): a
+    pytest or xdist that drops them would run Ray tests beside one another, so the run stops."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        if item.get_closest_marker("ray") and not item.nodeid.endswith("@ray"):
+            raise pytest.UsageError(
+                f"pytest-xdist's --dist loadgroup is not honoured here ({item.nodeid} has no "
+                "@ray): install the versions of .ci/constraints.txt, or run with -n 0"
+            )
+
+
+def _yield_cpu(lower: bool) -> None:
+    """This test process at niceness 10 (`lower`) or back at 0 (a user who may not raise it
+    again stays at 10: every test of the process then has the same priority)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10 if lower else 0)
+    except PermissionError:
+        pass
+
+
+def _ray_is_up() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_where_marked(request):
+    """A test that starts Ray in this process without the `ray` mark would run beside the Ray
+    group: it fails, saying so (a command's own process is the mark's to declare: the
+    test's author knows it). The Ray group is the suite's longest path: beside it, the other
+    tests run at a lower CPU priority, on what it leaves idle."""
+    _yield_cpu(request.node.get_closest_marker("ray") is None)
+    before = _ray_is_up()
+    yield
+    if not before and _ray_is_up() and request.node.get_closest_marker("ray") is None:
+        pytest.fail(f"{request.node.nodeid} started Ray: mark it @pytest.mark.ray", False)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from tests.conftest import require_shared
 from tests.shard_checks import assert_one_line_error
 from tests.train_fixtures import celeba_dataset
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared]
+pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.ray]
 
 NARROW = ["--set", "model.width_g=8", "--set", "model.width_d=8",
           "--set", "completion.eval_images=16"]  # fmt: skip

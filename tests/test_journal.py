@@ -234,6 +234,7 @@ def journalled(folder: Path, key: str) -> int:
     return count
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("workers", [2, 1], ids=["ray-train-2-workers", "solo"])
 def test_a_training_run_through_an_outage_ends_whole(server, tmp_path, workers):
     """`pipeline train` whose server is stopped after the first epoch landed and started again
@@ -313,6 +314,7 @@ SWEEP = ["--set", "batch_size=32", "--set", "fid.samples=96", "--set", "fid.dims
          "--set", "fid.every=1", "--set", "model.arch=dcgan"]  # fmt: skip
 
 
+@pytest.mark.ray
 def test_a_sweep_through_an_outage_then_tune_resume_ends_whole(server, tmp_path, cli, monkeypatch):
     """A 2-trial sweep whose server goes away in the middle is interrupted (Ctrl-C) while it
     is still away; with the server back, `tune --resume` delivers what the sweep kept and

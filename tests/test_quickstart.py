@@ -9,6 +9,8 @@ import pytest
 
 from pipeline.data.reader import ShardDataset
 
+pytestmark = pytest.mark.ray  # starts Ray: in the one group of such tests
+
 
 def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
     result = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32", "--no-train")

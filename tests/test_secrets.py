@@ -153,6 +153,7 @@ def test_a_sweep_folder_every_user_can_write_is_not_resumed(cli):
 
 
 @pytest.mark.slow  # PostgreSQL and a training run
+@pytest.mark.ray
 def test_a_database_password_is_in_no_file_param_artifact_or_line(tmp_path):
     """A run logged straight to PostgreSQL with the password in MLFLOW_TRACKING_URI: nothing
     the run writes anywhere (runs folder, journal, cache, MLflow params, tags and artifacts,

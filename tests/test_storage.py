@@ -225,6 +225,7 @@ def test_bad_locations_are_one_line_and_write_nothing(cli, bucket_env, uri, tmp_
     )
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.shared
 def test_train_with_data_and_runs_in_the_bucket(
@@ -254,6 +255,7 @@ def test_train_with_data_and_runs_in_the_bucket(
     assert not (tmp_path / "runs").exists()  # the conftest's local PIPELINE_RUNS stays unused
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.shared
 def test_a_pbt_sweep_keeps_its_state_in_the_bucket(

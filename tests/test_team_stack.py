@@ -24,7 +24,7 @@ from tests.browser import free_port
 from tests.conftest import require_shared
 from tests.train_fixtures import anime_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "mlflow" / "local-stack.sh"

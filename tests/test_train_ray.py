@@ -20,7 +20,7 @@ from tests.conftest import require_shared
 from tests.shard_checks import assert_one_line_error
 from tests.train_fixtures import anime_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
 

@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import require_shared
 from tests.train_fixtures import anime_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[1]
 SECOND = "class_acc"  # the sweeps' second objective: the anime judge's reading of the trials

@@ -18,6 +18,8 @@ from tests.conftest import require_shared
 from tests.ray_cluster import TwoNodeRay
 from tests.train_fixtures import anime_dataset
 
+pytestmark = pytest.mark.ray  # starts Ray: in the one group of such tests
+
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32",
          "--set", "batch_size=32"]  # fmt: skip
 FID = ["--set", "fid.samples=96", "--set", "fid.dims=64", "--set", "fid.every=1"]

@@ -192,6 +192,7 @@ def test_ray_gets_a_path_on_a_picklable_waiting_filesystem(store):
 SMALL = ["--set", "model.width_g=16", "--set", "model.width_d=16", "--set", "model.z_dim=32"]
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.shared
 def test_a_ray_train_run_outlasts_its_bucket_away_for_40_s(store, tmp_path):

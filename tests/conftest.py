@@ -79,17 +79,6 @@ def pytest_collection_finish(session):
             )
 
 
-def _yield_cpu(lower: bool) -> None:
-    """This test process at niceness 10 (`lower`) or back at 0 (a user who may not raise it
-    again stays at 10: every test of the process then has the same priority)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, 10 if lower else 0)
-    except PermissionError:
-        pass
-
-
 def _ray_is_up() -> bool:
     ray = sys.modules.get("ray")
     return ray is not None and ray.is_initialized()
@@ -99,9 +88,7 @@ def _ray_is_up() -> bool:
 def _ray_only_where_marked(request):
     """A test that starts Ray in this process without the `ray` mark would run beside the Ray
     group: it fails, saying so (a command's own process is the mark's to declare: the
-    test's author knows it). The Ray group is the suite's longest path: beside it, the other
-    tests run at a lower CPU priority, on what it leaves idle."""
-    _yield_cpu(request.node.get_closest_marker("ray") is None)
+    test's author knows it)."""
     before = _ray_is_up()
     yield
     if not before and _ray_is_up() and request.node.get_closest_marker("ray") is None:

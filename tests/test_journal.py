@@ -101,7 +101,8 @@ def test_an_outage_mid_run_costs_a_delay_never_a_hole(server, tmp_path, capsys, 
         report(tracker, step, tmp_path)
     wait_for(lambda: "unreachable" in console(), "the outage said")
     server.start()
-    wait_for(lambda: "is back" in console(), "the return said", timeout=120)
+    # "is back:" is the return's own line ("... delivering when it is back" is the outage's).
+    wait_for(lambda: "is back:" in console(), "the return said", timeout=120)
     report(tracker, 6, tmp_path)
     tracker.finish()
     out = console()

@@ -56,7 +56,7 @@ def test_ui_serves_the_default_store_and_stops_on_ctrl_c(tmp_path, monkeypatch):
         assert (tmp_path / "mlflow.db").stat().st_size > 0
     finally:
         server.send_signal(signal.SIGINT)
-        server.communicate(timeout=30)
+        server.communicate(timeout=120)  # MLflow's server winds down slowly on a loaded machine
     assert server.returncode == 0
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

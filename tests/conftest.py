@@ -57,7 +57,7 @@ def mnist_root() -> Path:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """The suite runs in two processes (pytest-xdist, `--dist loadgroup`). Two Ray instances on
+    """For pytest-xdist's `-n 2 --dist loadgroup` (the fast tier's command). Two Ray instances on
     one machine must never overlap (shared/notes' collision, and two cores), so every test
     marked `ray` is in one group: one process runs them one after another. Every other test is
     grouped by its module, so a module's fixtures are built once, and runs beside them."""

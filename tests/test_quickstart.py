@@ -9,8 +9,6 @@ import pytest
 
 from pipeline.data.reader import ShardDataset
 
-pytestmark = pytest.mark.ray  # starts Ray: in the one group of such tests
-
 
 def test_quickstart_draws_ingests_and_shows(cli, tmp_path):
     result = cli("quickstart", "--data", tmp_path, "--images", "40", "--size", "32", "--no-train")
@@ -47,6 +45,7 @@ def test_quickstart_rejects_a_tiny_demo(cli, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # its training and sweep
 def test_quickstart_trains_on_the_demo_faces(cli, tmp_path, monkeypatch):
     """The README's main job as written: ingest, a 2-worker DCGAN run, then a small ACGAN
     sweep (a parent run with one nested child per trial), all in ./mlflow.db."""

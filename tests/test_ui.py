@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from tests.browser import free_port
+from tests.conftest import killed_at_exit
 from tests.shard_checks import assert_one_line_error
 
 
@@ -44,19 +45,21 @@ def test_ui_serves_the_default_store_and_stops_on_ctrl_c(tmp_path, monkeypatch):
     server = subprocess.Popen(
         [sys.executable, "-m", "stages.cli", "ui", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+        start_new_session=True,
     )  # fmt: skip
-    try:
-        line = ""
-        while "MLflow UI:" not in line:
-            line = server.stdout.readline()
-            assert line or server.poll() is None, "pipeline ui exited early"
-        assert f"http://127.0.0.1:{port}" in line and str(tmp_path / "mlflow.db") in line
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
-            assert answer.status == 200
-        assert (tmp_path / "mlflow.db").stat().st_size > 0
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=120)  # MLflow's server winds down slowly on a loaded machine
+    with killed_at_exit(server):  # its `mlflow server` too, if it outlives the wait below
+        try:
+            line = ""
+            while "MLflow UI:" not in line:
+                line = server.stdout.readline()
+                assert line or server.poll() is None, "pipeline ui exited early"
+            assert f"http://127.0.0.1:{port}" in line and str(tmp_path / "mlflow.db") in line
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+                assert answer.status == 200
+            assert (tmp_path / "mlflow.db").stat().st_size > 0
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=120)  # MLflow winds down slowly on a loaded machine
     assert server.returncode == 0
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
